@@ -1,0 +1,31 @@
+"""The quickstart experiment: a small run of the VIPER pipeline on one DMC task, CPU-sized.
+
+Usage: viper collect --config=experiments/quickstart.py[:TASK] --workdir=runs/quickstart
+TASK defaults to dmc:cartpole-swingup.
+"""
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.task = arg or 'dmc:cartpole-swingup'
+  config.seed = 0
+
+  config.env = ml_collections.ConfigDict()
+  config.env.size = (64, 64)
+  config.env.action_repeat = 2
+  config.env.time_limit = config_dict.placeholder(int)  # agent steps; None: the suite's episode
+
+  config.collect = ml_collections.ConfigDict()
+  config.collect.policy = 'expert'  # 'expert' | 'random' | 'agent:<checkpoint dir>'
+  config.collect.train_noise_levels = (0.0,)
+  config.collect.test_noise_levels = (0.0, 0.25, 0.5, 0.75)
+  config.collect.train_episodes = 8  # per train noise level
+  config.collect.test_episodes = 1  # per test noise level
+  config.collect.random_test_episodes = 2
+  config.collect.workers = 2
+  config.collect.root = config_dict.placeholder(str)  # default: <workdir>/episodes
+
+  config.lock()
+  return config

@@ -1,0 +1,113 @@
+"""The `viper` command: `viper <command> --config=experiments/FILE.py[:ARG] --config.x.y=V --workdir=DIR`.
+
+Flags are absl flags; the config is an ml_collections config file (`config_flags`), locked, so
+an unknown `--config.` key is an error that names it.
+"""
+from __future__ import annotations
+
+import sys
+import textwrap
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from viper_jax import configs
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Experiment config file, e.g. experiments/quickstart.py:dmc:cartpole-swingup.',
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for outputs, checkpoints and logs.')
+_SRC = flags.DEFINE_string('src', None, 'import-reference: folder of the reference dataset.')
+_SUITE = flags.DEFINE_string('suite', 'dmc', 'import-reference: suite of the imported tasks.')
+
+
+def _require_config(command: str):
+  if _CONFIG.value is None:
+    raise app.UsageError(f'viper {command} needs --config=experiments/FILE.py[:ARG], e.g. '
+                         '--config=experiments/quickstart.py')
+  return _CONFIG.value
+
+
+def _workdir(command: str) -> str:
+  if _WORKDIR.value is None:
+    raise app.UsageError(f'viper {command} needs --workdir=DIR (where its outputs go)')
+  return _WORKDIR.value
+
+
+def _collect():
+  from viper_jax.data import collect
+  collect.run(_require_config('collect'), _workdir('collect'))
+
+
+def _import_reference():
+  from viper_jax.data import reference_import
+  from viper_jax.data.store import EpisodeStore
+  if _SRC.value is None:
+    raise app.UsageError('viper import-reference needs --src=FOLDER (the reference dataset)')
+  store = EpisodeStore(_WORKDIR.value or 'episodes')
+  counts = reference_import.import_reference_dataset(_SRC.value, store, suite=_SUITE.value)
+  for task, count in sorted(counts.items()):
+    print(f'{task}: {count} episodes in {store.root}')
+
+
+def _envs():
+  from viper_jax import envs
+  print('\n'.join(envs.env_names()))
+
+
+def _config():
+  print(_require_config('config'))
+
+
+# name -> (function, one-line description); `viper --help` lists these.
+COMMANDS = {
+    'collect': (_collect, 'collect expert/noisy/random episodes of a task into <workdir>/episodes'),
+    'import-reference': (_import_reference,
+                         'import the reference VIPER dataset layout (--src) into an episode store'),
+    'envs': (_envs, 'list every environment name (dmc:<domain>-<task>, atari:<game>)'),
+    'config': (_config, 'print the resolved config (with --config and overrides)'),
+}
+
+
+def usage() -> str:
+  lines = ['usage: viper <command> --config=experiments/FILE.py[:ARG] [--config.KEY=VALUE ...] '
+           '[--workdir=DIR]', '', 'commands:']
+  lines += [f'  {name:<18}{description}' for name, (_, description) in COMMANDS.items()]
+  lines += ['', 'Run `viper <command> --helpfull` for every flag.']
+  return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = list(sys.argv if argv is None else argv)
+  if len(argv) < 2 or argv[1] in ('-h', '--help', 'help'):
+    print(usage())
+    return 0
+  command = argv[1]
+  if command not in COMMANDS:
+    print(f'viper: unknown command {command!r}\n\n{usage()}', file=sys.stderr)
+    return 2
+  try:
+    configs.check_overrides(argv[2:])
+  except configs.ConfigError as e:
+    print(textwrap.fill(f'viper {command}: {e}', 100), file=sys.stderr)
+    return 2
+  function = COMMANDS[command][0]
+
+  def run_command(unused_argv):
+    if len(unused_argv) > 1:
+      raise app.UsageError(f'unexpected arguments {unused_argv[1:]}')
+    function()
+
+  try:
+    app.run(run_command, argv=[f'viper {command}'] + argv[2:])
+  except SystemExit as e:
+    return int(e.code or 0) if not isinstance(e.code, str) else 1
+  return 0
+
+
+def console_main():
+  sys.exit(main())
+
+
+if __name__ == '__main__':
+  console_main()

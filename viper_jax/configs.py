@@ -1,0 +1,90 @@
+"""Loading experiment configs (`experiments/FILE.py:ARG`) and checking command-line overrides.
+
+Configs are locked ml_collections.ConfigDicts: a key that does not exist is an error naming it.
+"""
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+  """A config file or override that cannot be used; the message says what was expected."""
+
+
+def split_config_spec(spec: str) -> tuple[str, str | None]:
+  """'experiments/dmc.py:cartpole-swingup' -> ('experiments/dmc.py', 'cartpole-swingup')."""
+  path, sep, arg = spec.partition('.py:')
+  return (path + '.py', arg) if sep else (spec, None)
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """Imports the config file and calls its get_config(arg); the result is locked."""
+  path, arg = split_config_spec(spec)
+  file = pathlib.Path(path)
+  if not file.is_file():
+    raise ConfigError(f'config file {path!r} not found (expected e.g. '
+                      '--config=experiments/quickstart.py or experiments/quickstart.py:TASK)')
+  module_spec = importlib.util.spec_from_file_location(f'_viper_config_{file.stem}', file)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, 'get_config'):
+    raise ConfigError(f'config file {path} defines no get_config(arg)')
+  config = module.get_config(arg) if arg is not None else module.get_config()
+  config.lock()
+  return config
+
+
+def check_key(config: ml_collections.ConfigDict, dotted_key: str) -> None:
+  """Raises ConfigError naming `dotted_key` (and the valid keys at that level) if it is unknown."""
+  node, walked = config, []
+  for part in dotted_key.split('.'):
+    if not isinstance(node, (ml_collections.ConfigDict, dict)) or part not in node:
+      where = '.'.join(walked) or '<top level>'
+      valid = sorted(node.keys()) if isinstance(node, (ml_collections.ConfigDict, dict)) else []
+      raise ConfigError(f'unknown config key {dotted_key!r}: {where} has no field {part!r}. '
+                        f'Valid keys there: {", ".join(valid) or "(none: it is a value)"}')
+    node = node[part]
+    walked.append(part)
+
+
+def override_keys(argv: list[str], flag: str = 'config') -> list[str]:
+  """Dotted keys of `--config.a.b=v` / `--config.a.b v` arguments in argv."""
+  prefix = f'--{flag}.'
+  return [arg[len(prefix):].split('=', 1)[0] for arg in argv if arg.startswith(prefix)]
+
+
+def config_spec_from_argv(argv: list[str], flag: str = 'config') -> str | None:
+  for i, arg in enumerate(argv):
+    if arg.startswith(f'--{flag}='):
+      return arg.split('=', 1)[1]
+    if arg == f'--{flag}' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def check_overrides(argv: list[str], flag: str = 'config') -> None:
+  """Validates every `--config.x.y` override in argv against the config file they apply to."""
+  keys = override_keys(argv, flag)
+  if not keys:
+    return
+  spec = config_spec_from_argv(argv, flag)
+  if spec is None:
+    raise ConfigError(f'--{flag}.{keys[0]} given without --{flag}=FILE.py[:ARG]')
+  config = load_config(spec)
+  for key in keys:
+    check_key(config, key)
+
+
+def validate_env_config(config: ml_collections.ConfigDict) -> None:
+  """Checks the env section that every stage shares."""
+  size = tuple(config.env.size)
+  if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+    raise ConfigError(f'env.size must be (height, width) positive ints, got {config.env.size}')
+  if config.env.action_repeat < 1:
+    raise ConfigError(f'env.action_repeat must be >= 1, got {config.env.action_repeat}')
+  if config.env.time_limit is not None and config.env.time_limit < 1:
+    raise ConfigError(f'env.time_limit must be >= 1 agent steps or None, got '
+                      f'{config.env.time_limit}')

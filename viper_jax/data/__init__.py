@@ -1,0 +1,1 @@
+"""Episodes, the episode store, policies (scripted experts, random) and collection."""

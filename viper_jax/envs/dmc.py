@@ -1,0 +1,116 @@
+"""DeepMind Control Suite tasks as Gymnasium environments with 64x64 pixel observations.
+
+Observations are uint8 [H, W, 3] renders; actions are float32 in [-1, 1] (rescaled to the
+task's action bounds). `info['state']` holds the task's proprioceptive observation dict, which
+scripted experts read; the video model and the agent only ever see pixels.
+"""
+from __future__ import annotations
+
+import os
+
+# MuJoCo picks its GL backend when dm_control is first imported: headless EGL unless the user
+# chose otherwise.
+os.environ.setdefault('MUJOCO_GL', 'egl')
+
+import gymnasium
+import numpy as np
+
+# Standard DMC episodes are 1000 control steps; the agent sees 1000 / action_repeat of them.
+DMC_EPISODE_CONTROL_STEPS = 1000
+# Cameras as in DreamerV3's DMC setup: quadruped is only visible from its tracking camera.
+_CAMERA_BY_DOMAIN = {'quadruped': 2}
+
+
+def dmc_task_names() -> list[str]:
+  """All 'dmc:<domain>-<task>' names of the dm_control suite."""
+  from dm_control import suite
+  return sorted(f'dmc:{domain}-{task}' for domain, task in suite.ALL_TASKS)
+
+
+class DMCEnv(gymnasium.Env):
+  """One dm_control suite task. See module docstring for the observation/action conventions."""
+
+  metadata = {'render_modes': ['rgb_array'], 'render_fps': 50}
+
+  def __init__(self, domain: str, task: str, *, size=(64, 64), action_repeat: int = 2,
+               time_limit: int | None = None, seed: int | None = None,
+               camera: int | None = None):
+    from dm_control import suite
+    if action_repeat < 1:
+      raise ValueError(f'action_repeat must be >= 1, got {action_repeat}')
+    self.name = f'dmc:{domain}-{task}'
+    self._size = tuple(int(s) for s in size)
+    self._action_repeat = int(action_repeat)
+    self._camera = _CAMERA_BY_DOMAIN.get(domain, 0) if camera is None else camera
+    self._env = suite.load(domain, task, task_kwargs={'random': 0})
+    # Our wrapper owns the time limit (in agent steps); the suite's own would end episodes early
+    # when a longer limit is asked for. Tasks pass time_limit themselves, so it is lifted here.
+    self._env._step_limit = float('inf')
+    if time_limit is None:
+      time_limit = -(-DMC_EPISODE_CONTROL_STEPS // self._action_repeat)
+    self.time_limit = int(time_limit)
+    spec = self._env.action_spec()
+    self._action_low = spec.minimum.astype(np.float64)
+    self._action_high = spec.maximum.astype(np.float64)
+    self.observation_space = gymnasium.spaces.Box(0, 255, self._size + (3,), np.uint8)
+    self.action_space = gymnasium.spaces.Box(-1.0, 1.0, spec.shape, np.float32)
+    self.render_mode = 'rgb_array'
+    self._frame = None
+    self._steps = 0
+    self._needs_seed = True
+    self._initial_seed = seed
+
+  @property
+  def action_repeat(self) -> int:
+    return self._action_repeat
+
+  @property
+  def physics(self):
+    """The MuJoCo physics (for scripted experts and tests; not part of the observation)."""
+    return self._env.physics
+
+  def _render(self) -> np.ndarray:
+    frame = self._env.physics.render(*self._size, camera_id=self._camera)
+    self._frame = np.ascontiguousarray(frame, dtype=np.uint8)
+    return self._frame
+
+  def _info(self, time_step) -> dict:
+    return {'state': {k: np.array(v, copy=True) for k, v in time_step.observation.items()},
+            'discount': float(1.0 if time_step.discount is None else time_step.discount)}
+
+  def reset(self, *, seed: int | None = None, options: dict | None = None):
+    if seed is None and self._needs_seed:
+      seed = self._initial_seed
+    super().reset(seed=seed)
+    if seed is not None or self._needs_seed:
+      # The task's initial-state sampler is driven by a generator derived from the gymnasium seed,
+      # so reset(seed=s) always gives the same first frame; later unseeded resets continue it.
+      self._env.task._random = np.random.RandomState(int(self.np_random.integers(2**31 - 1)))
+      self._needs_seed = False
+    time_step = self._env.reset()
+    self._steps = 0
+    return self._render(), self._info(time_step)
+
+  def step(self, action):
+    action = np.asarray(action, dtype=np.float64).reshape(self.action_space.shape)
+    if not np.all(np.isfinite(action)):
+      raise ValueError(f'{self.name}: action must be finite, got {action}')
+    action = np.clip(action, -1.0, 1.0)
+    scaled = self._action_low + (action + 1.0) * 0.5 * (self._action_high - self._action_low)
+    reward = 0.0
+    terminated = False
+    for _ in range(self._action_repeat):
+      time_step = self._env.step(scaled)
+      reward += float(time_step.reward or 0.0)
+      if time_step.last():
+        terminated = time_step.discount == 0.0
+        break
+    self._steps += 1
+    truncated = not terminated and (time_step.last() or self._steps >= self.time_limit)
+    return self._render(), reward, bool(terminated), bool(truncated), self._info(time_step)
+
+  def render(self):
+    return self._frame
+
+  def close(self):
+    self._env.close()
