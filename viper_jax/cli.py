@@ -98,10 +98,14 @@ def main(argv: list[str] | None = None) -> int:
       raise app.UsageError(f'unexpected arguments {unused_argv[1:]}')
     function()
 
+  # config_flags finds `--config.x=` overrides in sys.argv itself, so it must hold this argv.
+  saved_argv, sys.argv = sys.argv, [f'viper {command}'] + argv[2:]
   try:
-    app.run(run_command, argv=[f'viper {command}'] + argv[2:])
+    app.run(run_command, argv=sys.argv)
   except SystemExit as e:
     return int(e.code or 0) if not isinstance(e.code, str) else 1
+  finally:
+    sys.argv = saved_argv
   return 0
 
 

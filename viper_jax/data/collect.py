@@ -48,14 +48,14 @@ def source_name(policy: str) -> str:
   return 'expert:scripted' if policy == 'expert' else policy
 
 
-def rollout(env, policy, seed: int, task: str, source: str, **metadata) -> dict:
-  """Runs one episode and returns it in the episode format (see episodes.py)."""
+def rollout(env, actor, seed: int, task: str, source: str, **metadata) -> dict:
+  """Runs one episode of `actor` (a Policy) and returns it in the episode format (episodes.py)."""
   obs, info = env.reset(seed=seed)
-  policy.reset(seed)
+  actor.reset(seed)
   steps = {k: [] for k in episodes_lib.STEP_KEYS}
   reward, is_first, done, terminated = 0.0, True, False, False
   while True:
-    action = policy(obs, info)
+    action = actor(obs, info)
     for key, value in (('image', obs), ('action', action), ('reward', reward),
                        ('is_first', is_first), ('is_last', done), ('is_terminal', terminated)):
       steps[key].append(value)

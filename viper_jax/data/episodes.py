@@ -109,7 +109,7 @@ def save_episode(path, episode: dict) -> epath.Path:
   path.parent.mkdir(parents=True, exist_ok=True)
   temp = path.parent / f'{path.name}.tmp-{uuid.uuid4().hex}'
   temp.write_bytes(buffer.getvalue())
-  temp.rename(path)
+  temp.replace(path)  # atomic on local disks; overwrites a broken file being redone
   return path
 
 

@@ -7,7 +7,8 @@ action and is reset instead (is_first=True, reward 0), which is exactly the step
 episode format (step t holds the frame x_t and the reward for arriving at it).
 
 mode='serial' steps in this process; mode='process' runs each environment in its own worker
-process (spawned, so MuJoCo/EGL state is never forked), which uses every core for rendering.
+process (spawned, so MuJoCo/EGL state is never forked), which uses every core for rendering;
+there the constructors must be picklable (e.g. functools.partial(envs.make, name, ...)).
 """
 from __future__ import annotations
 
