@@ -6,6 +6,8 @@ TASK defaults to dmc:cartpole-swingup.
 import ml_collections
 from ml_collections import config_dict
 
+from viper_jax.video import presets
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -26,6 +28,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.collect.random_test_episodes = 2
   config.collect.workers = 2
   config.collect.root = config_dict.placeholder(str)  # default: <workdir>/episodes
+
+  # Which episodes the video model learns from.
+  config.data = ml_collections.ConfigDict()
+  config.data.root = config_dict.placeholder(str)  # episode store; default: <workdir>/episodes
+  config.data.tasks = ()  # tasks of one (task-conditioned) model; () means (config.task,)
+  config.data.max_noise = 0.0  # only expert episodes up to this noise level
+  config.data.mask_score = True  # Atari score regions zeroed before tokenizing
+
+  config.tokenizer = presets.tokenizer('small')
+  config.prior = presets.prior('small')
 
   config.lock()
   return config

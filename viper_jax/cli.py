@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import textwrap
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from viper_jax import configs
@@ -39,6 +39,20 @@ def _collect():
   collect.run(_require_config('collect'), _workdir('collect'))
 
 
+def _train_tokenizer():
+  from viper_jax.video import train_tokenizer
+  result = train_tokenizer.run(_require_config('train-tokenizer'), _workdir('train-tokenizer'))
+  print(f"tokenizer: step {result['step']}, test PSNR {result['psnr']:.2f} dB, "
+        f"codebook usage {result['usage']:.2f}")
+
+
+def _train_prior():
+  from viper_jax.video import train_prior
+  result = train_prior.run(_require_config('train-prior'), _workdir('train-prior'))
+  print(f"prior: step {result['step']}, validation NLL {result['val_bits_per_token']:.3f} "
+        f"bits/token (uniform: {result['uniform_bits_per_token']:.3f})")
+
+
 def _import_reference():
   from viper_jax.data import reference_import
   from viper_jax.data.store import EpisodeStore
@@ -62,6 +76,10 @@ def _config():
 # name -> (function, one-line description); `viper --help` lists these.
 COMMANDS = {
     'collect': (_collect, 'collect expert/noisy/random episodes of a task into <workdir>/episodes'),
+    'train-tokenizer': (_train_tokenizer,
+                        'train the VQ-GAN tokenizer on expert frames (<workdir>/tokenizer)'),
+    'train-prior': (_train_prior,
+                    'tokenize the episodes and train the video prior (<workdir>/prior)'),
     'import-reference': (_import_reference,
                          'import the reference VIPER dataset layout (--src) into an episode store'),
     'envs': (_envs, 'list every environment name (dmc:<domain>-<task>, atari:<game>)'),
@@ -94,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
   function = COMMANDS[command][0]
 
   def run_command(unused_argv):
+    if not any(a.startswith(('--verbosity', '-v')) for a in argv[2:]):
+      logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     if len(unused_argv) > 1:
       raise app.UsageError(f'unexpected arguments {unused_argv[1:]}')
     function()

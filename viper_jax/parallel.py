@@ -1,0 +1,55 @@
+"""Device meshes and shardings for data parallelism (jax.sharding; multi-host safe).
+
+The batch axis of every input is split over the mesh axis 'data'; parameters and optimiser state
+are replicated. Under jit, XLA then inserts the gradient all-reduce itself, so one train step
+written for one device runs unchanged on N devices (and N hosts).
+"""
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = 'data'
+
+
+def make_mesh(devices=None) -> Mesh:
+  """A 1-D mesh with axis 'data' over `devices` (default: every device of every host)."""
+  devices = jax.devices() if devices is None else list(devices)
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def data_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis split over 'data', the rest replicated."""
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def check_batch_divisible(batch_size: int, mesh: Mesh, what: str = 'batch_size') -> None:
+  if batch_size % mesh.size:
+    raise ValueError(f'{what}={batch_size} must be divisible by the number of devices in the mesh '
+                     f'({mesh.size}) so that every device gets the same share')
+
+
+def host_shard(num_items: int) -> slice:
+  """This host's contiguous share of a global batch of `num_items` (equal shares per host)."""
+  count, index = jax.process_count(), jax.process_index()
+  if num_items % count:
+    raise ValueError(f'global batch {num_items} is not divisible by {count} hosts')
+  per_host = num_items // count
+  return slice(index * per_host, (index + 1) * per_host)
+
+
+def put_batch(host_batch, mesh: Mesh):
+  """Turns this host's share of a batch (a pytree of numpy arrays) into global sharded arrays."""
+  sharding = data_sharding(mesh)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), host_batch)
+
+
+def put_replicated(tree, mesh: Mesh):
+  """Places a pytree (identical on every host) replicated on the mesh."""
+  return jax.device_put(tree, replicated(mesh))

@@ -1,0 +1,81 @@
+"""The training loop shared by the tokenizer and the prior: resume, log, checkpoint, stop on NaN.
+
+A stage provides a jitted `step_fn(state, batch, key) -> (state, metrics)` and `batch_fn(step)`
+(this host's numpy batch for a step; a pure function of the step, see data/loaders.py). The loop
+restores the newest checkpoint, runs to `steps`, logs every `log_every`, calls hooks (evaluation,
+images, samples) and checkpoints every `checkpoint_every` and at the end. The step's RNG key is
+fold_in(seed key, step), so a resumed run reproduces an uninterrupted one exactly.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Sequence
+
+import jax
+import numpy as np
+import tqdm
+from etils import epath
+
+from viper_jax import checkpoint, metrics as metrics_lib, parallel
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training produced a NaN/inf metric; the message says where the last good checkpoint is."""
+
+
+def train_loop(*, name: str, workdir, state, step_fn: Callable, batch_fn: Callable[[int], dict],
+               steps: int, seed: int, log_every: int, checkpoint_every: int,
+               keep_checkpoints: int, mesh, hooks: Sequence[tuple[int, Callable]] = (),
+               meta: dict | None = None, stop_after: int | None = None):
+  """Runs (or resumes) training to `steps`; returns the final state.
+
+  hooks: (every, fn(state, step) -> dict of scalars or None); run at multiples of `every` and at
+    the end, their scalars are logged.
+  stop_after: stop after this many steps of this call (tests use it to simulate a kill).
+  """
+  workdir = epath.Path(workdir)
+  checkpointer = checkpoint.Checkpointer(workdir / 'checkpoints', keep_checkpoints)
+  state, _, start = checkpointer.restore_latest(state)
+  start = start or 0
+  if start >= steps:
+    checkpointer.close()
+    return state
+  writer = metrics_lib.MetricWriter(workdir)
+  key = jax.random.key(seed)
+  last_saved = start
+  window_start, window_steps = time.time(), 0
+  with tqdm.tqdm(total=steps, initial=start, desc=name, unit='step', dynamic_ncols=True,
+                 disable=jax.process_index() != 0) as bar:
+    for step in range(start, steps):
+      batch = parallel.put_batch(batch_fn(step), mesh)
+      state, step_metrics = step_fn(state, batch, jax.random.fold_in(key, step))
+      done, window_steps = step + 1, window_steps + 1
+      bar.update(1)
+      if done % log_every == 0 or done == steps:
+        values = {k: float(np.asarray(v)) for k, v in jax.device_get(step_metrics).items()}
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+          writer.close()
+          checkpointer.close()
+          raise NonFiniteLossError(
+              f'{name}: non-finite {bad} at step {done}; stopped without saving. The last good '
+              f'checkpoint is step {last_saved} in {workdir / "checkpoints"}. Lower the learning '
+              'rate or check the data.')
+        values['steps_per_second'] = window_steps / max(time.time() - window_start, 1e-9)
+        window_start, window_steps = time.time(), 0
+        writer.write(done, values)
+        bar.set_postfix({k: f'{v:.3g}' for k, v in list(values.items())[:4]})
+      for every, hook in hooks:
+        if done % every == 0 or done == steps:
+          extra = hook(state, done)
+          if extra:
+            writer.write(done, extra)
+      if done % checkpoint_every == 0 or done == steps:
+        checkpointer.save(done, state, meta)
+        last_saved = done
+      if stop_after is not None and done - start >= stop_after:
+        break
+  writer.close()
+  checkpointer.close()
+  return state
