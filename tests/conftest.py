@@ -1,8 +1,20 @@
 import os
 
 os.environ.setdefault('MUJOCO_GL', 'egl')
+# Four fake CPU devices, so sharded code is tested on a real multi-device mesh (set before jax).
+if 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', ''):
+  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                             ' --xla_force_host_platform_device_count=4').strip()
 
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+# Stages re-jit their steps on every run (a resumed run is a new process in real life); tests run
+# several stages in one process, so identical programs are compiled once via the persistent cache.
+jax.config.update('jax_compilation_cache_dir',
+                  os.path.join(os.environ.get('TMPDIR', '/tmp'), 'viper_jax_test_jit_cache'))
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 
 @pytest.fixture
@@ -17,4 +29,45 @@ def tiny_config():
   config.collect.test_noise_levels = (0.0, 0.5)
   config.collect.random_test_episodes = 1
   config.collect.workers = 1
+  return config
+
+
+def synthetic_episode(seed: int, length: int = 24, size: int = 32, task: str = 'dmc:synthetic'):
+  """A square bouncing over a striped background: structured, predictable frames."""
+  rng = np.random.default_rng(seed)
+  frames = np.zeros((length, size, size, 3), np.uint8)
+  frames[..., 2] = 60 + 40 * (np.arange(size) // 4 % 2)[None, None, :]
+  pos, vel = rng.integers(0, size - 8, 2), rng.choice([-2, 2], 2)
+  for t in range(length):
+    frames[t, pos[0]:pos[0] + 8, pos[1]:pos[1] + 8] = (230, 180, 40)
+    vel = np.where((pos + vel < 0) | (pos + vel > size - 8), -vel, vel)
+    pos = pos + vel
+  is_last = np.arange(length) == length - 1
+  return {'image': frames, 'action': np.zeros((length, 1), np.float32),
+          'reward': np.zeros(length, np.float32), 'is_first': np.arange(length) == 0,
+          'is_last': is_last, 'is_terminal': np.zeros(length, bool), 'task': task,
+          'source': 'expert:scripted', 'seed': seed, 'noise': 0.0}
+
+
+@pytest.fixture
+def video_config(tmp_path):
+  """A tiny tokenizer + prior config over a store of synthetic 32x32 episodes."""
+  from viper_jax import configs
+  from viper_jax.data.store import EpisodeStore
+  store = EpisodeStore(tmp_path / 'episodes')
+  for i in range(3):
+    store.save(synthetic_episode(i), 'train', f'ep{i}')
+  store.save(synthetic_episode(10), 'test', 'ep10')
+  config = configs.load_config('experiments/quickstart.py:dmc:synthetic')
+  config.env.size = (32, 32)
+  config.data.root = str(store.root)
+  from viper_jax.video import presets
+  with config.unlocked():
+    config.tokenizer = presets.tokenizer('tiny')
+    config.prior = presets.prior('tiny')
+  t = config.tokenizer.train
+  t.steps, t.batch_size, t.log_every, t.image_every, t.checkpoint_every = 6, 8, 2, 3, 2
+  p = config.prior.train
+  p.steps, p.batch_size, p.log_every, p.eval_every, p.checkpoint_every, p.sample_every = (
+      6, 4, 2, 3, 2, 6)
   return config

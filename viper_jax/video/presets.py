@@ -30,7 +30,8 @@ def tokenizer(size: str = 'dmc') -> ml_collections.ConfigDict:
   c.ema_decay = 0.99
   c.commitment = 0.25
   c.restart_dead_codes = True  # codes unused for long are moved onto encoder outputs
-  c.dead_code_threshold = 1e-3  # EMA usage share below which a code counts as dead
+  # EMA usage share below which a code counts as dead: a quarter of the uniform share.
+  c.dead_code_threshold = 0.25 / c.codebook_size
   # Losses.
   c.l1_weight = 1.0
   c.l2_weight = 0.0

@@ -21,6 +21,7 @@ from viper_jax.data import loaders
 from viper_jax.data.store import EpisodeStore
 from viper_jax.metrics import image_grid, save_png
 from viper_jax.video import training, vqgan
+from viper_jax.video.training import warmup_schedule
 
 
 def store_and_tasks(config, workdir) -> tuple[EpisodeStore, list[str]]:
@@ -31,7 +32,7 @@ def store_and_tasks(config, workdir) -> tuple[EpisodeStore, list[str]]:
 
 
 def make_optimizer(train_cfg, learning_rate: float) -> optax.GradientTransformation:
-  schedule = optax.linear_schedule(0.0, learning_rate, max(1, train_cfg.warmup_steps))
+  schedule = warmup_schedule(learning_rate, train_cfg.warmup_steps)
   return optax.chain(optax.clip_by_global_norm(train_cfg.grad_clip),
                      optax.adamw(schedule, b1=0.9, b2=0.99, weight_decay=train_cfg.weight_decay))
 
@@ -59,7 +60,7 @@ def make_train_step(cfg, perceptual_fn=None):
         perceptual_fn)
     updates, opt_state = optimizer.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
-    metrics['grad_norm'] = optax.global_norm(grads)
+    metrics['grad_norm'] = optax.tree.norm(grads)
 
     # Dead codes are moved onto this batch's encoder outputs; the extra encoder pass only runs
     # on steps that have dead codes.

@@ -79,3 +79,14 @@ def train_loop(*, name: str, workdir, state, step_fn: Callable, batch_fn: Callab
   writer.close()
   checkpointer.close()
   return state
+
+
+def warmup_schedule(learning_rate: float, warmup_steps: int):
+  """Linear warm-up from learning_rate / warmup_steps to learning_rate, then constant.
+
+  (Starting at a non-zero rate means step 0 already trains, which the resume tests rely on.)
+  """
+  import optax
+  if warmup_steps <= 1:
+    return optax.constant_schedule(learning_rate)
+  return optax.linear_schedule(learning_rate / warmup_steps, learning_rate, warmup_steps - 1)

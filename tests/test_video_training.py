@@ -1,0 +1,153 @@
+"""Training loops of the video model: sharded == single device, resume == uninterrupted."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import synthetic_episode
+
+from viper_jax import checkpoint, parallel
+from viper_jax.video import presets, token_cache, train_prior, train_tokenizer
+
+
+def _frames(count=8, size=32):
+  return np.concatenate([synthetic_episode(i, length=count // 2, size=size)['image']
+                         for i in range(2)])
+
+
+def _assert_trees_close(a, b, rtol, atol):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+def _assert_same_adam_step(a, b, learning_rate):
+  """Params after one Adam step on 1 vs 4 devices.
+
+  Only the order of the cross-device gradient sums differs (float32 round-off). Adam's first
+  update is lr * g / (|g| + eps), which turns round-off in near-zero gradients into differences of
+  up to lr for those few elements; so: every element within lr / 4, and the mean difference below
+  lr / 1000 (a genuinely different step moves most elements by about lr).
+  """
+  diffs = np.concatenate([np.abs(np.asarray(x) - np.asarray(y)).ravel()
+                          for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))])
+  assert diffs.max() <= learning_rate / 4, diffs.max()
+  assert diffs.mean() <= learning_rate / 1000, diffs.mean()
+
+
+def _run_step(step, state, batch, devices):
+  mesh = parallel.make_mesh(devices)
+  replicated, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
+  fn = jax.jit(step, in_shardings=(replicated, data, replicated),
+               out_shardings=(replicated, replicated))
+  state = jax.device_put(state, replicated)
+  return fn(state, jax.device_put(batch, data), jax.random.key(3))
+
+
+def test_four_devices_are_available():
+  assert jax.device_count() >= 4, 'conftest must force 4 CPU devices'
+
+
+def test_tokenizer_step_on_four_devices_equals_one_device():
+  cfg = presets.tokenizer('tiny')
+  cfg.gan_start_step = 0  # exercise the discriminator branch too
+  state = train_tokenizer.init_state(cfg, jax.random.key(0), (32, 32))
+  step = train_tokenizer.make_train_step(cfg)
+  frames = _frames()
+  one, m1 = _run_step(step, state, frames, jax.devices()[:1])
+  four, m4 = _run_step(step, state, frames, jax.devices()[:4])
+  _assert_same_adam_step(one['params'], four['params'], cfg.train.learning_rate)
+  _assert_same_adam_step(one['disc_params'], four['disc_params'], cfg.train.disc_learning_rate)
+  _assert_trees_close(one['vq_stats'], four['vq_stats'], rtol=1e-4, atol=1e-6)
+  for key in ('loss', 'grad_norm', 'disc_loss', 'perplexity'):
+    np.testing.assert_allclose(float(m1[key]), float(m4[key]), rtol=1e-5)
+  assert not np.allclose(np.asarray(jax.tree.leaves(one['params'])[0]),
+                         np.asarray(jax.tree.leaves(state['params'])[0]))  # it did train
+
+
+def test_prior_step_on_four_devices_equals_one_device(video_config):
+  prior = train_prior.build_prior(video_config, num_tasks=2)
+  tcfg = video_config.prior.train
+  state = train_prior.init_state(prior, tcfg, jax.random.key(0), window=3)
+  rng = np.random.default_rng(0)
+  batch = {'codes': rng.integers(0, 32, (8, 3, prior.tokens_per_frame)).astype(np.int32),
+           'task_id': rng.integers(0, 2, 8).astype(np.int32)}
+  step = train_prior.make_train_step(prior, tcfg)
+  one, m1 = _run_step(step, state, batch, jax.devices()[:1])
+  four, m4 = _run_step(step, state, batch, jax.devices()[:4])
+  _assert_same_adam_step(one['params'], four['params'], tcfg.learning_rate)
+  for key in ('loss', 'grad_norm'):
+    np.testing.assert_allclose(float(m1[key]), float(m4[key]), rtol=1e-5)
+
+
+def _final_state(directory, template):
+  ckpt = checkpoint.Checkpointer(directory)
+  state, _, step = ckpt.restore_latest(template)
+  ckpt.close()
+  return state, step
+
+
+def test_kill_and_resume_equals_uninterrupted(video_config, tmp_path):
+  # Tokenizer: stop after 3 of 6 steps (last checkpoint at 2), rerun, compare with one run.
+  train_tokenizer.run(video_config, tmp_path / 'a')
+  train_tokenizer.run(video_config, tmp_path / 'b', stop_after=3)
+  partial, step = _final_state(tmp_path / 'b' / 'tokenizer' / 'checkpoints',
+                               train_tokenizer.init_state(video_config.tokenizer,
+                                                          jax.random.key(0), (32, 32)))
+  assert step == 2
+  train_tokenizer.run(video_config, tmp_path / 'b')
+  template = train_tokenizer.init_state(video_config.tokenizer, jax.random.key(0), (32, 32))
+  a, step_a = _final_state(tmp_path / 'a' / 'tokenizer' / 'checkpoints', template)
+  b, step_b = _final_state(tmp_path / 'b' / 'tokenizer' / 'checkpoints', template)
+  assert step_a == step_b == 6 and int(b['step']) == 6
+  _assert_trees_close(a, b, rtol=0, atol=0)
+  assert (tmp_path / 'a' / 'tokenizer' / 'reconstructions.png').exists()
+
+  # Prior, on top of the same tokenizer.
+  train_prior.run(video_config, tmp_path / 'a')
+  train_prior.run(video_config, tmp_path / 'b', stop_after=3)
+  result = train_prior.run(video_config, tmp_path / 'b')
+  prior = train_prior.build_prior(video_config, 1)
+  template = train_prior.init_state(prior, video_config.prior.train, jax.random.key(0), 3)
+  a, _ = _final_state(tmp_path / 'a' / 'prior' / 'checkpoints', template)
+  b, _ = _final_state(tmp_path / 'b' / 'prior' / 'checkpoints', template)
+  _assert_trees_close(a, b, rtol=0, atol=0)
+  assert 0 < result['val_bits_per_token'] and result['uniform_bits_per_token'] == 5.0
+  assert (tmp_path / 'a' / 'prior' / 'sample.gif').exists()
+
+
+def test_token_cache_rebuilds_when_the_tokenizer_changes(video_config, tmp_path):
+  from viper_jax.data.store import EpisodeStore
+  store = EpisodeStore(video_config.data.root)
+  tasks = ['dmc:synthetic']
+  calls = []
+
+  def encoder(offset):
+    def encode(frames):
+      calls.append(len(frames))
+      return np.full((len(frames), 4, 4), offset, np.int32)
+    return encode
+
+  assert token_cache.build(store, tasks, encoder(1), {'step': 1}, batch_size=16) == 4
+  assert token_cache.build(store, tasks, encoder(1), {'step': 1}, batch_size=16) == 0  # cached
+  (episode,) = [e for e in token_cache.load(store, tasks, 'test', {'step': 1})]
+  assert episode.codes.shape == (24, 4, 4) and np.all(episode.codes == 1)
+  assert token_cache.build(store, tasks, encoder(2), {'step': 2}, batch_size=16) == 4  # rebuilt
+  assert all(np.all(e.codes == 2) for e in token_cache.load(store, tasks, 'train', {'step': 2}))
+  with pytest.raises(ValueError, match='another tokenizer'):
+    token_cache.load(store, tasks, 'train', {'step': 1})
+  assert set(calls) == {16}  # fixed batch size: one compilation
+
+
+def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path):
+  from viper_jax.video import training
+
+  def step_fn(state, batch, key):  # diverges at its 5th step
+    state = {'x': state['x'] + 1.0}
+    return state, {'loss': jnp.where(state['x'] >= 5, jnp.nan, state['x'])}
+
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  with pytest.raises(FloatingPointError, match='last good checkpoint is step 4'):
+    training.train_loop(name='t', workdir=tmp_path, state={'x': jnp.zeros(())}, step_fn=step_fn,
+                        batch_fn=lambda step: np.zeros(1), steps=10, seed=0, log_every=1,
+                        checkpoint_every=2, keep_checkpoints=5, mesh=mesh)
+  state, step = _final_state(tmp_path / 'checkpoints', {'x': jnp.zeros(())})
+  assert step == 4 and float(state['x']) == 4.0  # the bad step was not saved

@@ -1,0 +1,159 @@
+"""`viper train-prior`: tokenize the episodes (token cache), then train the video prior on windows.
+
+Writes to `<workdir>/prior/`: checkpoints/ (orbax: params, EMA params, optimiser state, step — the
+step is the data-iterator state), metrics.jsonl + tb/ (training loss, validation NLL in bits per
+token on held-out expert episodes), samples/ (autoregressive samples decoded to GIF) and
+config.json. A rerun resumes from the newest checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from etils import epath
+
+from viper_jax import configs, parallel
+from viper_jax.data import loaders
+from viper_jax.metrics import save_video
+from viper_jax.video import token_cache, train_tokenizer, training, transformer, vqgan
+from viper_jax.video.training import warmup_schedule
+
+
+def grid_shape(tokenizer_cfg, image_size) -> tuple[int, int]:
+  factor = 2 ** (len(tokenizer_cfg.channel_mult) - 1)
+  return image_size[0] // factor, image_size[1] // factor
+
+
+def build_prior(config, num_tasks: int) -> transformer.VideoPrior:
+  h, w = grid_shape(config.tokenizer, config.env.size)
+  cfg = config.prior.copy_and_resolve_references()
+  with cfg.unlocked():
+    cfg.num_tasks = max(1, num_tasks)
+  return transformer.VideoPrior.from_config(cfg, config.tokenizer.codebook_size, h * w)
+
+
+def make_optimizer(train_cfg) -> optax.GradientTransformation:
+  schedule = warmup_schedule(train_cfg.learning_rate, train_cfg.warmup_steps)
+  return optax.chain(optax.clip_by_global_norm(train_cfg.grad_clip),
+                     optax.adamw(schedule, b1=0.9, b2=0.99, weight_decay=train_cfg.weight_decay))
+
+
+def init_state(prior: transformer.VideoPrior, train_cfg, key, window: int) -> dict:
+  """Train state: step, params, ema_params, opt_state."""
+  codes = jnp.zeros((1, window, prior.tokens_per_frame), jnp.int32)
+  params = jax.jit(lambda k: prior.init(k, codes, jnp.zeros((1,), jnp.int32))['params'])(key)
+  return dict(step=jnp.zeros((), jnp.int32), params=params,
+              ema_params=jax.tree.map(jnp.copy, params),  # distinct buffers: the step donates
+              opt_state=make_optimizer(train_cfg).init(params))
+
+
+def nll_per_token(prior, params, batch, train: bool = False, key=None) -> jax.Array:
+  """Mean negative log-likelihood (nats) per code of batch {'codes' [B,T,N], 'task_id' [B]}."""
+  rngs = {'dropout': key} if train else None
+  logits = prior.apply({'params': params}, batch['codes'], batch['task_id'], train=train,
+                       rngs=rngs)
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  return -jnp.mean(jnp.take_along_axis(logp, batch['codes'][..., None], -1))
+
+
+def make_train_step(prior, train_cfg):
+  """train_step(state, batch, key) -> (state, metrics). Pure; jit it."""
+  optimizer = make_optimizer(train_cfg)
+
+  def train_step(state, batch, key):
+    loss, grads = jax.value_and_grad(
+        lambda p: nll_per_token(prior, p, batch, train=True, key=key))(state['params'])
+    updates, opt_state = optimizer.update(grads, state['opt_state'], state['params'])
+    params = optax.apply_updates(state['params'], updates)
+    decay = train_cfg.ema_decay
+    ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state['ema_params'], params)
+    metrics = dict(loss=loss, bits_per_token=loss / math.log(2), grad_norm=optax.tree.norm(grads))
+    return dict(step=state['step'] + 1, params=params, ema_params=ema, opt_state=opt_state), metrics
+
+  return train_step
+
+
+def validate_config(config) -> None:
+  train_tokenizer.validate_config(config)
+  p = config.prior
+  if p.context < 1 or p.frame_skip < 1 or p.train.window < 1:
+    raise configs.ConfigError(f'prior.context ({p.context}), prior.frame_skip ({p.frame_skip}) '
+                              f'and prior.train.window ({p.train.window}) must be >= 1')
+
+
+def run(config, workdir, stop_after: int | None = None) -> dict:
+  """Builds the token cache, trains (or resumes) the prior; returns validation figures."""
+  validate_config(config)
+  pcfg, tcfg = config.prior, config.prior.train
+  workdir = epath.Path(workdir)
+  out = workdir / 'prior'
+  out.mkdir(parents=True, exist_ok=True)
+  (out / 'config.json').write_text(config.to_json_best_effort(indent=2))
+  mesh = parallel.make_mesh()
+  parallel.check_batch_divisible(tcfg.batch_size, mesh, 'prior.train.batch_size')
+  store, tasks = train_tokenizer.store_and_tasks(config, workdir)
+
+  # Tokenize every episode once with the trained tokenizer (rebuilt if the tokenizer changed).
+  tok_cfg, tok_params, tok_stats, fingerprint = train_tokenizer.load(workdir, config.tokenizer)
+  encode = train_tokenizer.make_encode_fn(tok_cfg, tok_params, tok_stats, mesh)
+  token_cache.build(store, tasks, encode, fingerprint, batch_size=64 * mesh.size,
+                    mask_score=config.data.mask_score)
+  train_eps = token_cache.load(store, tasks, 'train', fingerprint, config.data.max_noise)
+  test_eps = token_cache.load(store, tasks, 'test', fingerprint, config.data.max_noise) or train_eps
+  window = tcfg.window
+  train_windows = loaders.WindowSource(train_eps, window, pcfg.frame_skip)
+  val_windows = loaders.WindowSource(test_eps, window, pcfg.frame_skip, stride=window)
+  batches = loaders.window_batches(train_windows, tcfg.batch_size, tcfg.seed)
+
+  prior = build_prior(config, len(tasks))
+  state = parallel.put_replicated(init_state(prior, tcfg, jax.random.key(tcfg.seed), window), mesh)
+  replicated, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
+  step_fn = jax.jit(make_train_step(prior, tcfg), in_shardings=(replicated, data, replicated),
+                    out_shardings=(replicated, replicated), donate_argnums=0)
+  eval_fn = jax.jit(lambda params, batch: nll_per_token(prior, params, batch))
+  uniform_bits = math.log2(config.tokenizer.codebook_size)
+  result = {'uniform_bits_per_token': uniform_bits}
+
+  def evaluate(state, step):
+    params = state['ema_params'] if tcfg.ema_decay > 0 else state['params']
+    count = min(len(val_windows), 256)
+    losses = []
+    for start in range(0, count, tcfg.batch_size):
+      items = [val_windows[i % count] for i in range(start, start + tcfg.batch_size)]
+      batch = {k: np.stack([item[k] for item in items]) for k in items[0]}
+      losses.append(float(eval_fn(params, batch)))
+    bits = float(np.mean(losses)) / math.log(2)
+    result.update(val_bits_per_token=bits, step=int(step))
+    return {'val/bits_per_token': bits, 'val/uniform_bits_per_token': uniform_bits}
+
+  decode = jax.jit(lambda codes: vqgan.frames_to_uint8(vqgan.VQGAN.from_config(tok_cfg).apply(
+      {'params': tok_params, 'vq_stats': tok_stats}, codes, method=vqgan.VQGAN.decode)))
+  h, w = grid_shape(config.tokenizer, config.env.size)
+
+  def samples(state, step):
+    params = state['ema_params'] if tcfg.ema_decay > 0 else state['params']
+    prompt = np.stack([val_windows[0]['codes'][:1], val_windows[len(val_windows) // 2]['codes'][:1]])
+    task_ids = np.array([val_windows[0]['task_id'], val_windows[len(val_windows) // 2]['task_id']])
+    codes = transformer.sample(params, prior, jax.random.key(step), jnp.asarray(task_ids),
+                               window, prompt_codes=jnp.asarray(prompt, jnp.int32))
+    frames = np.asarray(decode(codes.reshape(-1, h, w))).reshape(2, window, *config.env.size, 3)
+    video = np.concatenate(list(frames), axis=2)  # the two samples side by side
+    save_video(out / 'samples' / f'sample_{step:08d}.gif', video, fps=8)
+    save_video(out / 'sample.gif', video, fps=8)
+    return None
+
+  state = training.train_loop(
+      name='prior', workdir=out, state=state, step_fn=step_fn,
+      batch_fn=lambda step: batches[step], steps=tcfg.steps, seed=tcfg.seed,
+      log_every=tcfg.log_every, checkpoint_every=tcfg.checkpoint_every,
+      keep_checkpoints=tcfg.keep_checkpoints, mesh=mesh,
+      hooks=[(tcfg.eval_every, evaluate), (tcfg.sample_every, samples)],
+      meta={'tasks': tasks, 'tokenizer': fingerprint}, stop_after=stop_after)
+  if 'val_bits_per_token' not in result:
+    evaluate(state, int(state['step']))
+  (out / 'result.json').write_text(json.dumps(result))
+  return result

@@ -1,0 +1,433 @@
+"""The video prior: a block-causal transformer over VQ codes.
+
+Codes are int32 [B, T, N]: T frames of N = h * w codes each (raster order), vocabulary V. They are
+flattened to L = T * N slots; slot p predicts code p from the INPUT tokens of slots <= p, where the
+input at slot p is code p - 1 (slot 0 holds BOS). So the first code of frame t is predicted at the
+slot holding the last code of frame t - 1 and no code is ever dropped from the inputs.
+
+Slot p has frame f(p) = p // N and spatial index s(p) = p % N. Query slot p attends to key slot q iff
+
+    q <= p  and  f(q) > f(p) - context,
+
+i.e. every layer sees a window of the last `context` frames (raster-causal inside the current
+frame). Positions: a learned embedding of s(p) is added to the token embedding, and rotary
+embeddings (RoPE) on queries and keys use the frame index f(p) only. Rotation angles are taken
+relative to an origin inside each window, so scores depend only on frame distance exactly (no
+precision loss for long episodes) and the model runs on any T, also far beyond training windows.
+Logits of frame t depend on codes back to frame t - num_layers * (context - 1) (plus the last code
+of the frame before, through the shift).
+
+Two equivalent evaluation paths:
+  * `VideoPrior.__call__`: one pass over [B, T, N] codes. Attention is blockwise per frame (queries
+    of frame t against the keys of frames t - W + 1 .. t, W = min(context, T)), so time and memory
+    are linear in T: a 1000-frame episode never builds an L x L mask.
+  * `VideoPrior.init_cache` / `VideoPrior.extend`: per-layer ring-buffer KV caches of context * N
+    slots; `extend` consumes the next K slots' input tokens (K = 1 for sampling, K = N for
+    streaming a frame at a time) and gives the same logits as the one-pass forward.
+
+Frame skip (`cfg.frame_skip`) is not handled here: the data and reward layers subsample frames
+before they reach the prior (a trajectory is scored as `frame_skip` interleaved sub-sequences).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from viper_jax.video import presets
+
+BOS = -1  # input token id of slot 0 (begin of sequence); `input_tokens` puts it there
+_NEG = -1e30  # masked attention score; finite so that masked-out entries never produce NaN
+
+
+def input_tokens(codes: jax.Array) -> jax.Array:
+  """Shifted inputs: codes int32 [B, T, N] -> [B, T * N] with slot p = code p - 1, slot 0 = BOS."""
+  flat = codes.reshape(codes.shape[0], -1)
+  return jnp.concatenate([jnp.full_like(flat[:, :1], BOS), flat[:, :-1]], axis=1)
+
+
+def log_likelihood_per_frame(logits: jax.Array, codes: jax.Array) -> jax.Array:
+  """logits [B, T, N, V], codes int32 [B, T, N] -> float32 [B, T]: sum_n log softmax at the code."""
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return jnp.take_along_axis(logp, codes[..., None], axis=-1)[..., 0].sum(-1)
+
+
+def _rope(x: jax.Array, times: jax.Array, base: float) -> jax.Array:
+  """Rotates channel pairs (i, i + d/2) of x [..., d] by angle times * base^(-2i/d).
+
+  `times` (integers, as float) broadcasts against x[..., 0]. Done in float32.
+  """
+  d = x.shape[-1]
+  inv_freq = base ** (-np.arange(0, d, 2, dtype=np.float32) / d)
+  angle = jnp.asarray(times, jnp.float32)[..., None] * inv_freq
+  cos, sin = jnp.cos(angle), jnp.sin(angle)
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1).astype(x.dtype)
+
+
+def _attend(q, k, v, mask, key_frames: int = 1):
+  """Masked softmax attention. q: [..., Q, d]; k, v: [..., S, d] -> [..., Q, d].
+
+  mask: bool, broadcastable to the scores viewed as [..., Q, key_frames, S // key_frames]; viewing
+  the keys as frames lets callers pass small factorised masks instead of a [Q, S] one.
+  """
+  d = q.shape[-1]
+  scores = jnp.einsum('...qd,...kd->...qk', q * (d ** -0.5), k,
+                      preferred_element_type=jnp.float32)
+  framed = scores.reshape(scores.shape[:-1] + (key_frames, -1))
+  scores = jnp.where(mask, framed, _NEG).reshape(scores.shape)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+  return jnp.einsum('...qk,...kd->...qd', probs, v)
+
+
+def _window_attention(q, k, v, context: int, rope_base: float, frames_per_step: int = 0):
+  """Block-causal attention with a window of `context` frames, linear in T.
+
+  q, k, v: [B, T, N, H, d] -> [B, T, N, H, d]. Frame t's queries see the keys of frames
+  t - W + 1 .. t (W = min(context, T); earlier frames are zero padding, masked), raster-causal
+  within frame t. RoPE on frames with the origin at the query: keys rotate by their (non-positive)
+  frame offset, so scores depend only on frame distances and angles stay small.
+
+  frames_per_step = 0: one vectorised pass that gathers each frame's key window (best on GPU/TPU).
+  Otherwise a cache-blocked loop, for CPU, where main-memory bandwidth rather than FLOPs limits
+  the vectorised form: lax.map over batch rows and, inside, over steps of c = frames_per_step
+  query frames. A step attends to the slab of its c + W - 1 key frames under a band mask (c - 1
+  frames of extra work per step), rematerialised in the backward pass, so its working set stays
+  in cache and no key window is ever copied out to main memory. Same numbers either way.
+  """
+  b, t, n, h, d = q.shape
+  w = min(context, t)
+  if not frames_per_step:
+    q, k, v = (x.transpose(0, 1, 3, 2, 4) for x in (q, k, v))  # [B, T, H, N, d]
+    pad = ((0, 0), (w - 1, 0), (0, 0), (0, 0), (0, 0))
+    k, v = jnp.pad(k, pad), jnp.pad(v, pad)
+    # Key window of frame t = padded frames t .. t + W - 1, stacked as [B, T, H, W, N, d].
+    kw = jnp.stack([k[:, j:j + t] for j in range(w)], axis=3)
+    vw = jnp.stack([v[:, j:j + t] for j in range(w)], axis=3)
+    kw = _rope(kw, np.arange(w)[:, None] - (w - 1.0), rope_base)
+    frame_ok = np.arange(t)[:, None] + np.arange(w)[None] >= w - 1  # [T, W]
+    causal = (np.arange(w) < w - 1)[None, :, None] | np.tri(n, dtype=bool)[:, None, :]  # [N, W, N]
+    out = _attend(q, kw.reshape(b, t, h, w * n, d), vw.reshape(b, t, h, w * n, d),
+                  frame_ok[:, None, None, :, None] & causal, key_frames=w)
+    return out.transpose(0, 1, 3, 2, 4)
+
+  c = min(frames_per_step, t)
+  steps = -(-t // c)
+  slab = c + w - 1
+  # [B, H, frames, N, d]; keys padded with W - 1 frames in front, all padded at the end to whole
+  # steps (the extra queries are sliced off; the extra keys are never visible to real queries).
+  q, k, v = (x.transpose(0, 3, 1, 2, 4) for x in (q, k, v))
+  q = jnp.pad(q, ((0, 0), (0, 0), (0, steps * c - t), (0, 0), (0, 0)))
+  pad = ((0, 0), (0, 0), (w - 1, steps * c - t), (0, 0), (0, 0))
+  k, v = jnp.pad(k, pad), jnp.pad(v, pad)
+  # Static band mask [c, N, slab, N]: query frame i sees slab frames i .. i + W - 1, the last of
+  # which is its own frame (raster-causal there).
+  i, j = np.arange(c)[:, None], np.arange(slab)[None]
+  band = ((j >= i) & (j < i + w - 1))[:, None, :, None] | (
+      (j == i + w - 1)[:, None, :, None] & np.tri(n, dtype=bool)[None, :, None, :])
+  band = band.reshape(c * n, slab, n)
+  q_times = np.arange(c)[:, None]  # query frame i of a step rotates by i, slab frame j by
+  k_times = np.arange(slab)[:, None] - (w - 1.0)  # j - (W - 1): relative angle j - (W - 1) - i
+
+  def row(args):
+    q_row, k_row, v_row = args  # [H, frames, N, d]
+
+    @jax.checkpoint
+    def step(first):
+      qs = _rope(jax.lax.dynamic_slice_in_dim(q_row, first, c, axis=1), q_times, rope_base)
+      ks = _rope(jax.lax.dynamic_slice_in_dim(k_row, first, slab, axis=1), k_times, rope_base)
+      vs = jax.lax.dynamic_slice_in_dim(v_row, first, slab, axis=1)
+      pad_ok = (first + np.arange(slab) >= w - 1)[:, None]  # [slab, 1]: not front padding
+      out = _attend(qs.reshape(h, c * n, d), ks.reshape(h, slab * n, d),
+                    vs.reshape(h, slab * n, d), band & pad_ok, key_frames=slab)
+      return out.reshape(h, c, n, d)
+
+    out = jax.lax.map(step, jnp.arange(steps) * c)  # [steps, H, c, N, d]
+    return out.transpose(1, 0, 2, 3, 4).reshape(h, steps * c, n, d)
+
+  out = jax.lax.map(row, (q, k, v))[:, :, :t]  # [B, H, T, N, d]
+  return out.transpose(0, 2, 3, 1, 4)
+
+
+def _cached_attention(q, k, v, q_slots, k_slots, tokens_per_frame: int, context: int,
+                      rope_base: float) -> jax.Array:
+  """Attention of K new queries over cached + new keys.
+
+  q: [B, H, K, d]; k, v: [B, H, S + K, d] (the ring buffer followed by the K new entries);
+  q_slots int32 [K], k_slots int32 [S + K] absolute slot ids (-1: empty). Returns [B, H, K, d].
+  """
+  fq, fk = q_slots // tokens_per_frame, k_slots // tokens_per_frame
+  origin = fq[0]  # any origin works: scores depend on fk - fq only
+  q = _rope(q, fq - origin, rope_base)
+  k = _rope(k, fk - origin, rope_base)
+  mask = ((k_slots[None] >= 0) & (k_slots[None] <= q_slots[:, None])
+          & (fk[None] > fq[:, None] - context))
+  return _attend(q, k, v, mask[:, None, :])
+
+
+class AdaLayerNorm(nn.Module):
+  """LayerNorm, then per-task modulation y * (1 + Dense(onehot)) + Dense(onehot) when num_tasks.
+
+  The task Dense kernels are zero-initialised: an untrained conditioned model equals the
+  unconditioned one. task: float [B, num_tasks] one-hot, or None (no modulation).
+  """
+  num_tasks: int = 0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, task: jax.Array | None) -> jax.Array:
+    y = nn.LayerNorm(dtype=self.dtype, name='norm')(x)
+    if not self.num_tasks:
+      return y
+    width = x.shape[-1]
+    # Created even when task is None, so params never depend on how the model was initialised.
+    scale = self.param('task_scale', nn.initializers.zeros, (self.num_tasks, width))
+    bias = self.param('task_bias', nn.initializers.zeros, (self.num_tasks, width))
+    if task is None:
+      return y
+    shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (width,)
+    scale, bias = (task @ scale).reshape(shape), (task @ bias).reshape(shape)
+    return (y * (1 + scale) + bias).astype(self.dtype)
+
+
+class Block(nn.Module):
+  """Pre-LN transformer block: x + Attn(AdaLN(x)), then x + MLP(AdaLN(x)) with GELU."""
+  width: int
+  num_heads: int
+  mlp_dim: int
+  dropout: float
+  context: int
+  tokens_per_frame: int
+  rope_base: float
+  num_tasks: int
+  dtype: Any
+  frames_per_step: int = 0  # see _window_attention
+
+  def setup(self):
+    dense = functools.partial(nn.Dense, dtype=self.dtype)
+    self.attn_norm = AdaLayerNorm(self.num_tasks, self.dtype)
+    self.qkv = dense(3 * self.width)
+    self.attn_out = dense(self.width)
+    self.mlp_norm = AdaLayerNorm(self.num_tasks, self.dtype)
+    self.mlp_in = dense(self.mlp_dim)
+    self.mlp_out = dense(self.width)
+    self.drop = nn.Dropout(self.dropout)
+
+  def _qkv(self, x, task):
+    """x [..., D] -> q, k, v, each [..., H, D / H]."""
+    qkv = self.qkv(self.attn_norm(x, task))
+    qkv = qkv.reshape(x.shape[:-1] + (3, self.num_heads, self.width // self.num_heads))
+    return qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+
+  def _mlp(self, x, task, train):
+    h = nn.gelu(self.mlp_in(self.mlp_norm(x, task)))
+    h = self.mlp_out(self.drop(h, deterministic=not train))
+    return x + self.drop(h, deterministic=not train)
+
+  def __call__(self, x: jax.Array, task: jax.Array | None, train: bool = False) -> jax.Array:
+    """x [B, T, N, D] -> [B, T, N, D], all frames at once."""
+    b, t, n, _ = x.shape
+    q, k, v = self._qkv(x, task)  # [B, T, N, H, d]
+    a = _window_attention(q, k, v, self.context, self.rope_base, self.frames_per_step)
+    a = a.reshape(b, t, n, self.width)
+    x = x + self.drop(self.attn_out(a), deterministic=not train)
+    return self._mlp(x, task, train)
+
+  def extend(self, x, k_cache, v_cache, q_slots, k_slots, task):
+    """x [B, K, D]; caches [B, H, S, d] -> (x [B, K, D], new k [B, H, K, d], new v [B, H, K, d])."""
+    q, k, v = (a.transpose(0, 2, 1, 3) for a in self._qkv(x, task))  # [B, H, K, d]
+    a = _cached_attention(q, jnp.concatenate([k_cache, k], 2), jnp.concatenate([v_cache, v], 2),
+                          q_slots, k_slots, self.tokens_per_frame, self.context, self.rope_base)
+    x = x + self.attn_out(a.transpose(0, 2, 1, 3).reshape(x.shape[:-1] + (self.width,)))
+    return self._mlp(x, task, False), k, v
+
+
+class VideoPrior(nn.Module):
+  """Block-causal transformer prior over VQ codes (see the module docstring for the model).
+
+  Params are float32; activations use `dtype`; logits come back float32.
+  """
+  vocab_size: int
+  tokens_per_frame: int
+  num_layers: int = 8
+  width: int = 256
+  num_heads: int = 8
+  mlp_dim: int = 1024
+  dropout: float = 0.0
+  context: int = 16
+  task_conditioning: bool = False
+  num_tasks: int = 1
+  rope_base: float = 10_000.0
+  dtype: Any = jnp.float32
+  # Query frames per step of the cache-blocked attention loop (see `_window_attention`); 0: one
+  # vectorised pass; None: 2 on CPU, 0 on GPU/TPU. Changes speed only, never the numbers.
+  attention_frames_per_step: int | None = None
+
+  @classmethod
+  def from_config(cls, cfg, vocab_size: int, tokens_per_frame: int) -> 'VideoPrior':
+    """Builds the prior from a `presets.prior(...)` ConfigDict."""
+    if cfg.width % cfg.num_heads or (cfg.width // cfg.num_heads) % 2:
+      raise ValueError(f'width {cfg.width} must split into {cfg.num_heads} heads of even size')
+    if cfg.context < 1:
+      raise ValueError(f'context must be >= 1 frames, got {cfg.context}')
+    return cls(vocab_size=vocab_size, tokens_per_frame=tokens_per_frame,
+               num_layers=cfg.num_layers, width=cfg.width, num_heads=cfg.num_heads,
+               mlp_dim=cfg.mlp_dim, dropout=cfg.dropout, context=cfg.context,
+               task_conditioning=cfg.task_conditioning, num_tasks=cfg.num_tasks,
+               rope_base=float(cfg.rope_base), dtype=presets.compute_dtype(cfg.dtype))
+
+  def setup(self):
+    embed_init = nn.initializers.normal(0.02)
+    # One extra row: the BOS input token (id BOS = -1 maps to row vocab_size).
+    self.token_embed = nn.Embed(self.vocab_size + 1, self.width, embedding_init=embed_init,
+                                dtype=self.dtype)
+    self.spatial_embed = self.param('spatial_embed', embed_init,
+                                    (self.tokens_per_frame, self.width))
+    num_tasks = self.num_tasks if self.task_conditioning else 0
+    frames_per_step = self.attention_frames_per_step
+    if frames_per_step is None:
+      frames_per_step = 2 if jax.default_backend() == 'cpu' else 0
+    self.blocks = [
+        Block(self.width, self.num_heads, self.mlp_dim, self.dropout, self.context,
+              self.tokens_per_frame, self.rope_base, num_tasks, self.dtype, frames_per_step,
+              name=f'block{i}')
+        for i in range(self.num_layers)]
+    self.final_norm = AdaLayerNorm(num_tasks, self.dtype)
+    self.head = nn.Dense(self.vocab_size, dtype=self.dtype)
+    self.embed_drop = nn.Dropout(self.dropout)
+
+  def _embed(self, tokens, spatial_index, train):
+    """Input tokens int32 [B, ...] (BOS allowed), spatial index int [...] -> [B, ..., D]."""
+    tokens = jnp.where(tokens == BOS, self.vocab_size, tokens)
+    x = self.token_embed(tokens) + self.spatial_embed[spatial_index].astype(self.dtype)
+    return self.embed_drop(x, deterministic=not train)
+
+  def _task(self, task_ids):
+    """task_ids int [B] or None -> one-hot float32 [B, num_tasks], or None (unconditioned).
+
+    Ignored when the model is not task-conditioned; ids outside [0, num_tasks) get no modulation
+    (range checks belong to the callers that see concrete values).
+    """
+    if task_ids is None or not self.task_conditioning:
+      return None
+    return jax.nn.one_hot(task_ids, self.num_tasks, dtype=jnp.float32)
+
+  def _logits(self, x, task):
+    return self.head(self.final_norm(x, task)).astype(jnp.float32)
+
+  def __call__(self, codes: jax.Array, task_ids: jax.Array | None = None,
+               train: bool = False) -> jax.Array:
+    """codes int32 [B, T, N], task_ids int32 [B] or None -> logits float32 [B, T, N, V].
+
+    logits[:, t, i] are the unnormalised log p(codes[:, t, i] | earlier codes in the window, task).
+    task_ids None on a conditioned model skips the modulation (equal to any task while untrained).
+    train=True enables dropout (needs the 'dropout' rng).
+    """
+    chex.assert_rank(codes, 3)
+    b, t, n = codes.shape
+    if n != self.tokens_per_frame:
+      raise ValueError(f'expected {self.tokens_per_frame} codes per frame, got shape {codes.shape}')
+    if task_ids is not None:
+      chex.assert_shape(task_ids, (b,))
+    x = self._embed(input_tokens(codes).reshape(b, t, n), jnp.arange(n), train)
+    task = self._task(task_ids)
+    for block in self.blocks:
+      x = block(x, task, train)
+    return self._logits(x, task)
+
+  @nn.nowrap
+  def init_cache(self, batch_size: int) -> dict[str, jax.Array]:
+    """Empty decoding state (needs no params; call on the module directly).
+
+    k, v: [num_layers, B, H, S, d] ring buffers of S = context * N slots (keys stored unrotated);
+    slots: int32 [S] absolute slot id held by each buffer entry (-1: empty), shared by the batch;
+    index: int32 [] the next slot to process.
+    """
+    size = self.context * self.tokens_per_frame
+    shape = (self.num_layers, batch_size, self.num_heads, size, self.width // self.num_heads)
+    return dict(k=jnp.zeros(shape, self.dtype), v=jnp.zeros(shape, self.dtype),
+                slots=jnp.full((size,), -1, jnp.int32), index=jnp.zeros((), jnp.int32))
+
+  def extend(self, cache: dict[str, jax.Array], tokens: jax.Array,
+             task_ids: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Processes the next K slots given their INPUT tokens.
+
+    cache: from `init_cache` or a previous `extend`; tokens int32 [B, K]: inputs of slots
+    index .. index + K - 1, i.e. BOS for slot 0 and then code p - 1 for slot p (`input_tokens`
+    builds them from codes); task_ids int32 [B] or None. Returns logits float32 [B, K, V] (the
+    predictions of codes index .. index + K - 1) and the new cache. Any K >= 1 (static under jit):
+    1 for sampling, N (frame-aligned) for streaming. Memory is bounded: K + context * N keys.
+    """
+    chex.assert_rank(tokens, 2)
+    k_len, size = tokens.shape[1], cache['slots'].shape[0]
+    q_slots = cache['index'] + jnp.arange(k_len, dtype=jnp.int32)
+    k_slots = jnp.concatenate([cache['slots'], q_slots])
+    x = self._embed(tokens, q_slots % self.tokens_per_frame, False)
+    task = self._task(task_ids)
+    # The K new entries go to ring positions slot % S; when K > S only the last S survive.
+    keep = slice(max(0, k_len - size), None)
+    ring = q_slots[keep] % size
+    new_k, new_v = [], []
+    for i, block in enumerate(self.blocks):
+      x, k, v = block.extend(x, cache['k'][i], cache['v'][i], q_slots, k_slots, task)
+      new_k.append(cache['k'][i].at[:, :, ring].set(k[:, :, keep].astype(cache['k'].dtype)))
+      new_v.append(cache['v'][i].at[:, :, ring].set(v[:, :, keep].astype(cache['v'].dtype)))
+    cache = dict(k=jnp.stack(new_k), v=jnp.stack(new_v),
+                 slots=cache['slots'].at[ring].set(q_slots[keep]), index=cache['index'] + k_len)
+    return self._logits(x, task), cache
+
+
+@functools.partial(jax.jit, static_argnames=('prior_module', 'num_frames', 'batch_size'))
+def sample(params, prior_module: VideoPrior, key: jax.Array, task_ids: jax.Array | None,
+           num_frames: int, prompt_codes: jax.Array | None = None, temperature: float = 1.0,
+           batch_size: int | None = None) -> jax.Array:
+  """Autoregressive sampling with the KV cache, one code per step.
+
+  params: the model's params (the 'params' collection, or the whole variables dict);
+  task_ids int32 [B] or None; prompt_codes int32 [B, P, N] or None (P < num_frames), fed a frame
+  at a time; temperature 0 is greedy argmax (traced: changing it does not recompile); batch_size
+  only when neither task_ids nor prompt_codes gives B. Returns codes int32 [B, num_frames, N]
+  whose first P frames are the prompt.
+  """
+  variables = params if 'params' in params else {'params': params}
+  n = prior_module.tokens_per_frame
+  if prompt_codes is not None:
+    b, num_prompt = prompt_codes.shape[:2]
+  else:
+    b = task_ids.shape[0] if task_ids is not None else batch_size
+    num_prompt = 0
+  if b is None:
+    raise ValueError('sample needs task_ids, prompt_codes or batch_size to know the batch size')
+  if not 0 <= num_prompt < num_frames:
+    raise ValueError(f'prompt has {num_prompt} frames; expected fewer than num_frames={num_frames}')
+
+  def extend(cache, tokens):
+    return prior_module.apply(variables, cache, tokens, task_ids, method=VideoPrior.extend)
+
+  cache = prior_module.init_cache(b)
+  last = jnp.full((b,), BOS, jnp.int32)
+  if num_prompt:
+    inputs = input_tokens(prompt_codes).reshape(b, num_prompt, n).transpose(1, 0, 2)
+    cache, _ = jax.lax.scan(lambda c, tok: (extend(c, tok)[1], None), cache, inputs)
+    last = prompt_codes[:, -1, -1].astype(jnp.int32)
+
+  def step(carry, key):
+    cache, token = carry
+    logits, cache = extend(cache, token[:, None])
+    logits = logits[:, 0]
+    scaled = logits / jnp.maximum(temperature, 1e-6)
+    code = jnp.where(temperature > 0, jax.random.categorical(key, scaled),
+                     jnp.argmax(logits, -1)).astype(jnp.int32)
+    return (cache, code), code
+
+  num_new = num_frames - num_prompt
+  _, codes = jax.lax.scan(step, (cache, last), jax.random.split(key, num_new * n))
+  codes = codes.T.reshape(b, num_new, n)
+  if num_prompt:
+    codes = jnp.concatenate([prompt_codes.astype(jnp.int32), codes], axis=1)
+  return codes
