@@ -18,9 +18,11 @@ Logits of frame t depend on codes back to frame t - num_layers * (context - 1) (
 of the frame before, through the shift).
 
 Two equivalent evaluation paths:
-  * `VideoPrior.__call__`: one pass over [B, T, N] codes. Attention is blockwise per frame (queries
-    of frame t against the keys of frames t - W + 1 .. t, W = min(context, T)), so time and memory
-    are linear in T: a 1000-frame episode never builds an L x L mask.
+  * `VideoPrior.__call__`: one pass over [B, T, N] codes. Attention is blockwise per frame (the
+    queries of frame t against the keys of frames t - context + 1 .. t), so time and memory are
+    linear in T: a 1000-frame episode never builds an L x L mask. Two implementations with the
+    same numbers: one vectorised einsum over gathered key windows (GPU/TPU), and a cache-blocked
+    lax.map loop (CPU, where memory bandwidth is the limit); `attention_frames_per_step` picks.
   * `VideoPrior.init_cache` / `VideoPrior.extend`: per-layer ring-buffer KV caches of context * N
     slots; `extend` consumes the next K slots' input tokens (K = 1 for sampling, K = N for
     streaming a frame at a time) and gives the same logits as the one-pass forward.
@@ -70,17 +72,20 @@ def _rope(x: jax.Array, times: jax.Array, base: float) -> jax.Array:
   return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1).astype(x.dtype)
 
 
-def _attend(q, k, v, mask, key_frames: int = 1):
+def _attend(q, k, v, masks, key_frames: int = 1):
   """Masked softmax attention. q: [..., Q, d]; k, v: [..., S, d] -> [..., Q, d].
 
-  mask: bool, broadcastable to the scores viewed as [..., Q, key_frames, S // key_frames]; viewing
-  the keys as frames lets callers pass small factorised masks instead of a [Q, S] one.
+  masks: bool arrays, each broadcastable to the scores viewed as [..., Q, key_frames, S /
+  key_frames]; a key is seen where all are true. Viewing the keys as frames lets callers pass
+  small factors of the mask, which XLA broadcasts inside the select instead of materialising.
   """
   d = q.shape[-1]
   scores = jnp.einsum('...qd,...kd->...qk', q * (d ** -0.5), k,
                       preferred_element_type=jnp.float32)
   framed = scores.reshape(scores.shape[:-1] + (key_frames, -1))
-  scores = jnp.where(mask, framed, _NEG).reshape(scores.shape)
+  for mask in masks:
+    framed = jnp.where(mask, framed, _NEG)
+  scores = framed.reshape(scores.shape)
   probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
   return jnp.einsum('...qk,...kd->...qd', probs, v)
 
@@ -89,66 +94,83 @@ def _window_attention(q, k, v, context: int, rope_base: float, frames_per_step: 
   """Block-causal attention with a window of `context` frames, linear in T.
 
   q, k, v: [B, T, N, H, d] -> [B, T, N, H, d]. Frame t's queries see the keys of frames
-  t - W + 1 .. t (W = min(context, T); earlier frames are zero padding, masked), raster-causal
-  within frame t. RoPE on frames with the origin at the query: keys rotate by their (non-positive)
-  frame offset, so scores depend only on frame distances and angles stay small.
+  t - context + 1 .. t, raster-causal within frame t. RoPE acts on frame indices with the origin
+  inside each block, so scores depend only on frame distances and angles stay small.
 
-  frames_per_step = 0: one vectorised pass that gathers each frame's key window (best on GPU/TPU).
-  Otherwise a cache-blocked loop, for CPU, where main-memory bandwidth rather than FLOPs limits
-  the vectorised form: lax.map over batch rows and, inside, over steps of c = frames_per_step
-  query frames. A step attends to the slab of its c + W - 1 key frames under a band mask (c - 1
-  frames of extra work per step), rematerialised in the backward pass, so its working set stays
-  in cache and no key window is ever copied out to main memory. Same numbers either way.
+  frames_per_step = 0: one vectorised pass (best on GPU/TPU); otherwise the cache-blocked loop of
+  `_blocked_window_attention` (best on CPU). Same numbers either way.
   """
+  if frames_per_step:
+    return _blocked_window_attention(q, k, v, context, rope_base, frames_per_step)
   b, t, n, h, d = q.shape
   w = min(context, t)
-  if not frames_per_step:
-    q, k, v = (x.transpose(0, 1, 3, 2, 4) for x in (q, k, v))  # [B, T, H, N, d]
-    pad = ((0, 0), (w - 1, 0), (0, 0), (0, 0), (0, 0))
-    k, v = jnp.pad(k, pad), jnp.pad(v, pad)
-    # Key window of frame t = padded frames t .. t + W - 1, stacked as [B, T, H, W, N, d].
-    kw = jnp.stack([k[:, j:j + t] for j in range(w)], axis=3)
-    vw = jnp.stack([v[:, j:j + t] for j in range(w)], axis=3)
-    kw = _rope(kw, np.arange(w)[:, None] - (w - 1.0), rope_base)
-    frame_ok = np.arange(t)[:, None] + np.arange(w)[None] >= w - 1  # [T, W]
-    causal = (np.arange(w) < w - 1)[None, :, None] | np.tri(n, dtype=bool)[:, None, :]  # [N, W, N]
-    out = _attend(q, kw.reshape(b, t, h, w * n, d), vw.reshape(b, t, h, w * n, d),
-                  frame_ok[:, None, None, :, None] & causal, key_frames=w)
-    return out.transpose(0, 1, 3, 2, 4)
-
-  c = min(frames_per_step, t)
-  steps = -(-t // c)
-  slab = c + w - 1
-  # [B, H, frames, N, d]; keys padded with W - 1 frames in front, all padded at the end to whole
-  # steps (the extra queries are sliced off; the extra keys are never visible to real queries).
-  q, k, v = (x.transpose(0, 3, 1, 2, 4) for x in (q, k, v))
-  q = jnp.pad(q, ((0, 0), (0, 0), (0, steps * c - t), (0, 0), (0, 0)))
-  pad = ((0, 0), (0, 0), (w - 1, steps * c - t), (0, 0), (0, 0))
+  q, k, v = (x.transpose(0, 1, 3, 2, 4) for x in (q, k, v))  # [B, T, H, N, d]
+  pad = ((0, 0), (w - 1, 0), (0, 0), (0, 0), (0, 0))
   k, v = jnp.pad(k, pad), jnp.pad(v, pad)
-  # Static band mask [c, N, slab, N]: query frame i sees slab frames i .. i + W - 1, the last of
-  # which is its own frame (raster-causal there).
-  i, j = np.arange(c)[:, None], np.arange(slab)[None]
-  band = ((j >= i) & (j < i + w - 1))[:, None, :, None] | (
-      (j == i + w - 1)[:, None, :, None] & np.tri(n, dtype=bool)[None, :, None, :])
-  band = band.reshape(c * n, slab, n)
-  q_times = np.arange(c)[:, None]  # query frame i of a step rotates by i, slab frame j by
-  k_times = np.arange(slab)[:, None] - (w - 1.0)  # j - (W - 1): relative angle j - (W - 1) - i
+  # Key window of frame t = padded frames t .. t + W - 1, stacked as [B, T, H, W, N, d]. Keys
+  # rotate by their frame offset from the query (<= 0), queries stay as they are.
+  kw = jnp.stack([k[:, j:j + t] for j in range(w)], axis=3)
+  vw = jnp.stack([v[:, j:j + t] for j in range(w)], axis=3)
+  kw = _rope(kw, np.arange(w)[:, None] - (w - 1.0), rope_base)
+  # Mask factors: [T, W] window frame is not front padding; [N, W, N] earlier frame, or the
+  # query's own frame and raster-causal. Never multiplied out to [T, N, W, N].
+  frame_ok = np.arange(t)[:, None] + np.arange(w)[None] >= w - 1
+  causal = (np.arange(w) < w - 1)[None, :, None] | np.tri(n, dtype=bool)[:, None, :]
+  out = _attend(q, kw.reshape(b, t, h, w * n, d), vw.reshape(b, t, h, w * n, d),
+                (frame_ok[:, None, None, :, None], causal), key_frames=w)
+  return out.transpose(0, 1, 3, 2, 4)
+
+
+def _blocked_window_attention(q, k, v, context: int, rope_base: float, frames_per_step: int):
+  """`_window_attention` as a cache-blocked loop. q, k, v: [B, T, N, H, d] -> [B, T, N, H, d].
+
+  On CPU, main-memory bandwidth rather than FLOPs limits the vectorised form (its scores and key
+  windows are far larger than the caches). Here a lax.map runs over batch rows and, inside, over
+  steps of c = frames_per_step query frames. A step attends to a slab of consecutive key frames
+  that ends at its last frame, under a frame-band mask, and is rematerialised in the backward
+  pass: its working set stays in cache and no key window is copied out to main memory.
+  Early frames see fewer past frames, so query frames are grouped with slabs of growing length
+  (c, 2c, 4c, ... up to c + context - 1 frames): a 16-frame training window with context 16
+  computes 172 instead of 256 frame pairs (136 are needed).
+  """
+  b, t, n, h, d = q.shape
+  c = min(frames_per_step, t)
+  tp = -(-t // c) * c  # whole steps; the extra end frames are never visible to real queries
+  q, k, v = (jnp.pad(x.transpose(0, 3, 1, 2, 4), ((0, 0), (0, 0), (0, tp - t), (0, 0), (0, 0)))
+             for x in (q, k, v))  # [B, H, Tp, N, d]
+  full = min(c + context - 1, tp)  # a slab this long holds the window of any step
+  # Groups of steps (query frames start .. end - 1, slab frames): frames < f see at most f frames,
+  # so slabs double from c until they hold a whole window.
+  groups, start, slab = [], 0, c
+  while slab < full:
+    groups.append((start, slab, slab))
+    start, slab = slab, 2 * slab
+  groups.append((start, tp, full))
+  tri = np.tri(n, dtype=bool)[None, :, None, :]  # [1, N, 1, N] raster-causal within a frame
+
+  def attend_step(q_row, k_row, v_row, first, slab):
+    """Query frames first .. first + c - 1 of one row ([H, Tp, N, d]) -> [H, c, N, d]."""
+    key0 = jnp.maximum(first + c - slab, 0)  # slab = key frames key0 .. key0 + slab - 1
+    qs = jax.lax.dynamic_slice_in_dim(q_row, first, c, axis=1)
+    ks = jax.lax.dynamic_slice_in_dim(k_row, key0, slab, axis=1)
+    vs = jax.lax.dynamic_slice_in_dim(v_row, key0, slab, axis=1)
+    # RoPE with the origin at the slab's first frame.
+    qs = _rope(qs, (first - key0 + np.arange(c))[:, None], rope_base)
+    ks = _rope(ks, np.arange(slab)[:, None], rope_base)
+    dist = (first - key0) + np.arange(c)[:, None] - np.arange(slab)[None]  # [c, slab] frames
+    visible = ((dist > 0) & (dist < context))[:, None, :, None] | ((dist == 0)[:, None, :, None] & tri)
+    out = _attend(qs.reshape(h, c * n, d), ks.reshape(h, slab * n, d), vs.reshape(h, slab * n, d),
+                  [visible.reshape(c * n, slab, n)], key_frames=slab)
+    return out.reshape(h, c, n, d)
 
   def row(args):
-    q_row, k_row, v_row = args  # [H, frames, N, d]
-
-    @jax.checkpoint
-    def step(first):
-      qs = _rope(jax.lax.dynamic_slice_in_dim(q_row, first, c, axis=1), q_times, rope_base)
-      ks = _rope(jax.lax.dynamic_slice_in_dim(k_row, first, slab, axis=1), k_times, rope_base)
-      vs = jax.lax.dynamic_slice_in_dim(v_row, first, slab, axis=1)
-      pad_ok = (first + np.arange(slab) >= w - 1)[:, None]  # [slab, 1]: not front padding
-      out = _attend(qs.reshape(h, c * n, d), ks.reshape(h, slab * n, d),
-                    vs.reshape(h, slab * n, d), band & pad_ok, key_frames=slab)
-      return out.reshape(h, c, n, d)
-
-    out = jax.lax.map(step, jnp.arange(steps) * c)  # [steps, H, c, N, d]
-    return out.transpose(1, 0, 2, 3, 4).reshape(h, steps * c, n, d)
+    q_row, k_row, v_row = args
+    outs = []
+    for start, end, slab in groups:
+      step = jax.checkpoint(lambda first, slab=slab: attend_step(q_row, k_row, v_row, first, slab))
+      out = jax.lax.map(step, jnp.arange(start, end, c))  # [steps, H, c, N, d]
+      outs.append(out.transpose(1, 0, 2, 3, 4).reshape(h, end - start, n, d))
+    return jnp.concatenate(outs, axis=1)
 
   out = jax.lax.map(row, (q, k, v))[:, :, :t]  # [B, H, T, N, d]
   return out.transpose(0, 2, 3, 1, 4)
@@ -167,7 +189,7 @@ def _cached_attention(q, k, v, q_slots, k_slots, tokens_per_frame: int, context:
   k = _rope(k, fk - origin, rope_base)
   mask = ((k_slots[None] >= 0) & (k_slots[None] <= q_slots[:, None])
           & (fk[None] > fq[:, None] - context))
-  return _attend(q, k, v, mask[:, None, :])
+  return _attend(q, k, v, [mask[:, None, :]])
 
 
 class AdaLayerNorm(nn.Module):
@@ -196,7 +218,11 @@ class AdaLayerNorm(nn.Module):
 
 
 class Block(nn.Module):
-  """Pre-LN transformer block: x + Attn(AdaLN(x)), then x + MLP(AdaLN(x)) with GELU."""
+  """Pre-LN transformer block: x + Attn(AdaLN(x)), then x + MLP(AdaLN(x)) with GELU.
+
+  Dropout (train only) on the two residual branches. Not on attention probabilities nor on the
+  4x wider MLP hidden layer: on CPU their random bits cost more than the rest of the dropout.
+  """
   width: int
   num_heads: int
   mlp_dim: int
@@ -225,8 +251,7 @@ class Block(nn.Module):
     return qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
 
   def _mlp(self, x, task, train):
-    h = nn.gelu(self.mlp_in(self.mlp_norm(x, task)))
-    h = self.mlp_out(self.drop(h, deterministic=not train))
+    h = self.mlp_out(nn.gelu(self.mlp_in(self.mlp_norm(x, task))))
     return x + self.drop(h, deterministic=not train)
 
   def __call__(self, x: jax.Array, task: jax.Array | None, train: bool = False) -> jax.Array:
@@ -305,7 +330,8 @@ class VideoPrior(nn.Module):
     """Input tokens int32 [B, ...] (BOS allowed), spatial index int [...] -> [B, ..., D]."""
     tokens = jnp.where(tokens == BOS, self.vocab_size, tokens)
     x = self.token_embed(tokens) + self.spatial_embed[spatial_index].astype(self.dtype)
-    return self.embed_drop(x, deterministic=not train)
+    # The residual stream stays float32; layers compute in `dtype`.
+    return self.embed_drop(x.astype(jnp.float32), deterministic=not train)
 
   def _task(self, task_ids):
     """task_ids int [B] or None -> one-hot float32 [B, num_tasks], or None (unconditioned).
