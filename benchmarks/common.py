@@ -32,8 +32,18 @@ def matmul_peak_flops(dtype=jnp.float32, size: int | None = None, repeats: int =
 
 
 def compiled_flops(jitted, *args) -> float:
-  """FLOPs of one call as counted by XLA's cost analysis of the compiled program."""
-  analysis = jitted.lower(*args).compile().cost_analysis()
+  """FLOPs of one call as counted by XLA's cost analysis of the program compiled for the CPU.
+
+  The CPU compilation is used on every backend: on GPUs, convolutions become cuDNN custom calls
+  that the cost analysis does not count, which would make utilisation look near zero.
+  """
+  try:
+    cpu_args = jax.device_put(args, jax.devices('cpu')[0])
+    with jax.default_device(jax.devices('cpu')[0]):
+      analysis = jax.jit(jitted.__wrapped__ if hasattr(jitted, '__wrapped__') else jitted,
+                         backend='cpu').lower(*cpu_args).compile().cost_analysis()
+  except Exception:  # no CPU backend or API change: fall back to this backend's count
+    analysis = jitted.lower(*args).compile().cost_analysis()
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0]
   return float(analysis.get('flops', 0.0))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import grain
 import jax
 import numpy as np
 
@@ -56,8 +55,13 @@ class FrameSource:
     return self.frames[index]
 
 
-def frame_batches(source: FrameSource, global_batch: int, seed: int) -> grain.MapDataset:
+def frame_batches(source: FrameSource, global_batch: int, seed: int):
   """dataset[step] -> this host's uint8 [global_batch / hosts, H, W, 3] frames for that step."""
+  return _shuffled_host_batches(source, global_batch, seed)
+
+
+def _shuffled_host_batches(source, global_batch: int, seed: int):
+  import grain  # imported here so that scoring and benchmarks do not need it
   per_host = global_batch // jax.process_count()
   dataset = grain.MapDataset.source(source).shuffle(seed=seed).repeat()
   dataset = dataset[jax.process_index()::jax.process_count()]
@@ -100,9 +104,6 @@ class WindowSource:
             'task_id': np.int32(episode.task_id)}
 
 
-def window_batches(source: WindowSource, global_batch: int, seed: int) -> grain.MapDataset:
+def window_batches(source: WindowSource, global_batch: int, seed: int):
   """dataset[step] -> this host's {'codes': [b, window, N], 'task_id': [b]} for that step."""
-  per_host = global_batch // jax.process_count()
-  dataset = grain.MapDataset.source(source).shuffle(seed=seed).repeat()
-  dataset = dataset[jax.process_index()::jax.process_count()]
-  return dataset.batch(per_host, drop_remainder=True)
+  return _shuffled_host_batches(source, global_batch, seed)

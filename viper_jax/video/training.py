@@ -20,6 +20,10 @@ from etils import epath
 from viper_jax import checkpoint, metrics as metrics_lib, parallel
 
 
+# Metrics shown on the progress bar when a step reports them (all go to metrics.jsonl/TensorBoard).
+_PROGRESS_KEYS = ('loss', 'psnr', 'usage', 'bits_per_token', 'steps_per_second')
+
+
 class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN/inf metric; the message says where the last good checkpoint is."""
 
@@ -65,7 +69,8 @@ def train_loop(*, name: str, workdir, state, step_fn: Callable, batch_fn: Callab
         values['steps_per_second'] = window_steps / max(time.time() - window_start, 1e-9)
         window_start, window_steps = time.time(), 0
         writer.write(done, values)
-        bar.set_postfix({k: f'{v:.3g}' for k, v in list(values.items())[:4]})
+        shown = [k for k in _PROGRESS_KEYS if k in values] or list(values)[:4]
+        bar.set_postfix({k: f'{values[k]:.3g}' for k in shown})
       for every, hook in hooks:
         if done % every == 0 or done == steps:
           extra = hook(state, done)
