@@ -16,6 +16,7 @@ import gymnasium
 import numpy as np
 
 from viper_jax.envs import score_masks
+from viper_jax.envs.pixel_env import PixelEnv
 
 # Episodes are capped at 108k emulator frames (30 minutes of play); with frameskip 4 that is
 # 27000 agent steps.
@@ -39,7 +40,7 @@ def atari_game_names() -> list[str]:
   return [f'atari:{game}' for game in _ale_games()]
 
 
-class AtariEnv(gymnasium.Env):
+class AtariEnv(PixelEnv):
   """One Atari game. See module docstring for the observation/action conventions."""
 
   metadata = {'render_modes': ['rgb_array'], 'render_fps': 15}
@@ -53,14 +54,11 @@ class AtariEnv(gymnasium.Env):
       game = game.split(':', 1)[1]
     if game not in _ale_games():
       raise ValueError(f'Unknown Atari game {game!r}. Valid games: {", ".join(_ale_games())}')
-    if action_repeat < 1:
-      raise ValueError(f'action_repeat must be >= 1, got {action_repeat}')
     if not 0.0 <= sticky_action_prob <= 1.0:
       raise ValueError(f'sticky_action_prob must be in [0, 1], got {sticky_action_prob}')
     self.game = game
     self.name = f'atari:{game}'
-    self._size = tuple(int(s) for s in size)
-    self._action_repeat = int(action_repeat)
+    self._init_pixels(size, action_repeat, seed)
     self.mask_score = bool(mask_score)
     # We own the episode limit (in agent steps), so ALE's own frame cap stays off.
     self._env = ALEEnv(game=game, obs_type='rgb', frameskip=self._action_repeat,
@@ -73,17 +71,7 @@ class AtariEnv(gymnasium.Env):
     self._native_size = (int(native[0]), int(native[1]))
     self._keep = (score_masks.score_mask(game, self._size)[:, :, None] if self.mask_score
                   else None)
-    self.observation_space = gymnasium.spaces.Box(0, 255, self._size + (3,), np.uint8)
     self.action_space = gymnasium.spaces.Discrete(self._env.action_space.n)
-    self.render_mode = 'rgb_array'
-    self._frame = None
-    self._steps = 0
-    self._needs_seed = True
-    self._initial_seed = seed
-
-  @property
-  def action_repeat(self) -> int:
-    return self._action_repeat
 
   @property
   def ale(self):
@@ -111,17 +99,8 @@ class AtariEnv(gymnasium.Env):
             'lives': int(self._env.ale.lives())}
 
   def reset(self, *, seed: int | None = None, options: dict | None = None):
-    if seed is None and self._needs_seed:
-      seed = self._initial_seed
-    super().reset(seed=seed)
-    if seed is not None or self._needs_seed:
-      # ALE's own generator (sticky actions) is re-seeded from the gymnasium seed and the ROM
-      # reloaded, so reset(seed=s) replays identically; later unseeded resets continue it.
-      self._env.reset(seed=int(self.np_random.integers(2**31 - 1)))
-      self._needs_seed = False
-    else:
-      self._env.reset()
-    self._steps = 0
+    # A new simulator seed re-seeds ALE's generator (sticky actions) and reloads the ROM.
+    self._env.reset(seed=self._simulator_seed(seed))
     return self._observe(), self._info()
 
   def step(self, action):
@@ -136,9 +115,3 @@ class AtariEnv(gymnasium.Env):
     self._steps += 1
     truncated = not terminated and (ale_truncated or self._steps >= self.time_limit)
     return self._observe(), float(reward), bool(terminated), bool(truncated), self._info()
-
-  def render(self):
-    return self._frame
-
-  def close(self):
-    self._env.close()

@@ -15,6 +15,8 @@ os.environ.setdefault('MUJOCO_GL', 'egl')
 import gymnasium
 import numpy as np
 
+from viper_jax.envs.pixel_env import PixelEnv
+
 # Standard DMC episodes are 1000 control steps; the agent sees 1000 / action_repeat of them.
 DMC_EPISODE_CONTROL_STEPS = 1000
 # Cameras as in DreamerV3's DMC setup: quadruped is only visible from its tracking camera.
@@ -27,7 +29,7 @@ def dmc_task_names() -> list[str]:
   return sorted(f'dmc:{domain}-{task}' for domain, task in suite.ALL_TASKS)
 
 
-class DMCEnv(gymnasium.Env):
+class DMCEnv(PixelEnv):
   """One dm_control suite task. See module docstring for the observation/action conventions."""
 
   metadata = {'render_modes': ['rgb_array'], 'render_fps': 50}
@@ -36,11 +38,8 @@ class DMCEnv(gymnasium.Env):
                time_limit: int | None = None, seed: int | None = None,
                camera: int | None = None):
     from dm_control import suite
-    if action_repeat < 1:
-      raise ValueError(f'action_repeat must be >= 1, got {action_repeat}')
+    self._init_pixels(size, action_repeat, seed)
     self.name = f'dmc:{domain}-{task}'
-    self._size = tuple(int(s) for s in size)
-    self._action_repeat = int(action_repeat)
     self._camera = _CAMERA_BY_DOMAIN.get(domain, 0) if camera is None else camera
     self._env = suite.load(domain, task, task_kwargs={'random': 0})
     # Our wrapper owns the time limit (in agent steps); the suite's own would end episodes early
@@ -52,17 +51,7 @@ class DMCEnv(gymnasium.Env):
     spec = self._env.action_spec()
     self._action_low = spec.minimum.astype(np.float64)
     self._action_high = spec.maximum.astype(np.float64)
-    self.observation_space = gymnasium.spaces.Box(0, 255, self._size + (3,), np.uint8)
     self.action_space = gymnasium.spaces.Box(-1.0, 1.0, spec.shape, np.float32)
-    self.render_mode = 'rgb_array'
-    self._frame = None
-    self._steps = 0
-    self._needs_seed = True
-    self._initial_seed = seed
-
-  @property
-  def action_repeat(self) -> int:
-    return self._action_repeat
 
   @property
   def physics(self):
@@ -79,16 +68,10 @@ class DMCEnv(gymnasium.Env):
             'discount': float(1.0 if time_step.discount is None else time_step.discount)}
 
   def reset(self, *, seed: int | None = None, options: dict | None = None):
-    if seed is None and self._needs_seed:
-      seed = self._initial_seed
-    super().reset(seed=seed)
-    if seed is not None or self._needs_seed:
-      # The task's initial-state sampler is driven by a generator derived from the gymnasium seed,
-      # so reset(seed=s) always gives the same first frame; later unseeded resets continue it.
-      self._env.task._random = np.random.RandomState(int(self.np_random.integers(2**31 - 1)))
-      self._needs_seed = False
+    simulator_seed = self._simulator_seed(seed)
+    if simulator_seed is not None:  # the task's initial-state sampler
+      self._env.task._random = np.random.RandomState(simulator_seed)
     time_step = self._env.reset()
-    self._steps = 0
     return self._render(), self._info(time_step)
 
   def step(self, action):
@@ -108,9 +91,3 @@ class DMCEnv(gymnasium.Env):
     self._steps += 1
     truncated = not terminated and (time_step.last() or self._steps >= self.time_limit)
     return self._render(), reward, bool(terminated), bool(truncated), self._info(time_step)
-
-  def render(self):
-    return self._frame
-
-  def close(self):
-    self._env.close()
