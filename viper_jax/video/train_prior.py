@@ -20,7 +20,7 @@ from viper_jax import configs, parallel
 from viper_jax.data import loaders
 from viper_jax.metrics import save_video
 from viper_jax.video import token_cache, train_tokenizer, training, transformer, vqgan
-from viper_jax.video.training import warmup_schedule
+from viper_jax.video.training import make_optimizer
 
 
 def grid_shape(tokenizer_cfg, image_size) -> tuple[int, int]:
@@ -34,12 +34,6 @@ def build_prior(config, num_tasks: int) -> transformer.VideoPrior:
   with cfg.unlocked():
     cfg.num_tasks = max(1, num_tasks)
   return transformer.VideoPrior.from_config(cfg, config.tokenizer.codebook_size, h * w)
-
-
-def make_optimizer(train_cfg) -> optax.GradientTransformation:
-  schedule = warmup_schedule(train_cfg.learning_rate, train_cfg.warmup_steps)
-  return optax.chain(optax.clip_by_global_norm(train_cfg.grad_clip),
-                     optax.adamw(schedule, b1=0.9, b2=0.99, weight_decay=train_cfg.weight_decay))
 
 
 def init_state(prior: transformer.VideoPrior, train_cfg, key, window: int) -> dict:

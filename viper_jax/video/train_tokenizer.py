@@ -21,7 +21,7 @@ from viper_jax.data import loaders
 from viper_jax.data.store import EpisodeStore
 from viper_jax.metrics import image_grid, save_png
 from viper_jax.video import training, vqgan
-from viper_jax.video.training import warmup_schedule
+from viper_jax.video.training import make_optimizer
 
 
 def store_and_tasks(config, workdir) -> tuple[EpisodeStore, list[str]]:
@@ -29,12 +29,6 @@ def store_and_tasks(config, workdir) -> tuple[EpisodeStore, list[str]]:
   store = EpisodeStore(config.data.root or epath.Path(workdir) / 'episodes')
   tasks = sorted(config.data.tasks) if config.data.tasks else [config.task]
   return store, tasks
-
-
-def make_optimizer(train_cfg, learning_rate: float) -> optax.GradientTransformation:
-  schedule = warmup_schedule(learning_rate, train_cfg.warmup_steps)
-  return optax.chain(optax.clip_by_global_norm(train_cfg.grad_clip),
-                     optax.adamw(schedule, b1=0.9, b2=0.99, weight_decay=train_cfg.weight_decay))
 
 
 def init_state(cfg, key, image_size) -> dict:

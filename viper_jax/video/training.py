@@ -95,3 +95,17 @@ def warmup_schedule(learning_rate: float, warmup_steps: int):
   if warmup_steps <= 1:
     return optax.constant_schedule(learning_rate)
   return optax.linear_schedule(learning_rate / warmup_steps, learning_rate, warmup_steps - 1)
+
+
+def make_optimizer(train_cfg, learning_rate: float | None = None):
+  """Clip by global norm, then AdamW (b1 0.9, b2 0.99) with the warm-up schedule above.
+
+  train_cfg: a stage's `train` section (grad_clip, warmup_steps, weight_decay, learning_rate);
+  learning_rate overrides train_cfg.learning_rate (the tokenizer's discriminator has its own).
+  """
+  import optax
+  rate = train_cfg.learning_rate if learning_rate is None else learning_rate
+  return optax.chain(
+      optax.clip_by_global_norm(train_cfg.grad_clip),
+      optax.adamw(warmup_schedule(rate, train_cfg.warmup_steps), b1=0.9, b2=0.99,
+                  weight_decay=train_cfg.weight_decay))
