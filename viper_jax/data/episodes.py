@@ -125,9 +125,9 @@ def load_episode(path, keys: tuple[str, ...] | None = None) -> dict:
   """
   path = epath.Path(path)
   try:
-    with path.open('rb') as f:
-      data = io.BytesIO(f.read())
-    with np.load(data, allow_pickle=False) as npz:
+    # np.load reads zip members lazily from the open file, so a `keys` subset does not read the
+    # frames from disk at all (metadata filters and return summaries stay cheap).
+    with path.open('rb') as f, np.load(f, allow_pickle=False) as npz:
       names = npz.files if keys is None else [
           n for n in npz.files if n in keys or n not in STEP_KEYS]
       episode = {}
