@@ -355,3 +355,25 @@ def test_perceptual_loss_from_local_weights(tmp_path):
       functools.partial(vqgan.tokenizer_loss, cfg=cfg, perceptual_fn=distance),
       params, vq_stats, None, a, 0, None)
   assert metrics['perceptual'].shape == ()
+
+
+def test_foreground_weights_single_out_thin_moving_parts():
+  """A 1-pixel 'pole' that moves between frames over a fixed background gets the extra weight;
+  the background does not; weights average to 1 so the loss scale is unchanged."""
+  cfg = presets.tokenizer('tiny')
+  cfg.foreground_weight, cfg.foreground_threshold = 9.0, 0.1
+  frames = np.full((5, 16, 16, 3), 60, np.uint8)
+  for i in range(5):
+    frames[i, 2:12, 3 + 2 * i] = (230, 180, 120)  # a vertical pole at a different column each frame
+  weights = np.asarray(vqgan.foreground_weights(jnp.asarray(frames), cfg))[..., 0]
+  assert weights.shape == (5, 16, 16)
+  np.testing.assert_allclose(weights.mean(), 1.0, rtol=1e-5)
+  pole = np.zeros((5, 16, 16), bool)
+  for i in range(5):
+    pole[i, 2:12, 3 + 2 * i] = True
+  np.testing.assert_allclose(weights[pole] / weights[~pole].mean(), 10.0, rtol=1e-5)
+  # The weighted loss counts a missing pole far more than the plain L1 does.
+  recon = jnp.asarray(np.full_like(frames, 60), jnp.float32) / 127.5 - 1.0
+  plain = vqgan.reconstruction_loss(jnp.asarray(frames), recon, presets.tokenizer('tiny'))
+  weighted = vqgan.reconstruction_loss(jnp.asarray(frames), recon, cfg)
+  assert weighted > 5 * plain

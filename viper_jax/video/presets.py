@@ -35,6 +35,9 @@ def tokenizer(size: str = 'dmc') -> ml_collections.ConfigDict:
   # Losses.
   c.l1_weight = 1.0
   c.l2_weight = 0.0
+  # Up-weight pixels that differ from the batch's median frame (thin moving parts; fixed cameras).
+  c.foreground_weight = {'tiny': 0.0, 'small': 10.0, 'dmc': 10.0, 'atari': 0.0}[size]
+  c.foreground_threshold = 0.1
   c.vq_weight = 1.0
   c.gan_weight = 0.1
   c.gan_start_step = {'tiny': 1_000_000, 'small': 2_000, 'dmc': 20_000, 'atari': 20_000}[size]
