@@ -38,6 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.tokenizer = presets.tokenizer('small')
   config.prior = presets.prior('small')
+  config.reward = presets.reward()
 
   config.lock()
   return config

@@ -37,6 +37,12 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     return restored['state'], dict(restored['meta'] or {})
 
+  def restore_meta(self, step: int) -> dict:
+    """Only the JSON metadata of a checkpoint (no template needed)."""
+    restored = self._manager.restore(int(step), args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore()))
+    return dict(restored['meta'] or {})
+
   def restore_latest(self, template):
     """(state, meta, step) of the newest finished checkpoint, or (template, {}, None) if none."""
     step = self.latest_step()

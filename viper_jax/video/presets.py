@@ -99,6 +99,19 @@ def prior(size: str = 'dmc') -> ml_collections.ConfigDict:
   return c
 
 
+def reward() -> ml_collections.ConfigDict:
+  """The `reward` section: how `viper_jax.reward` turns prior log-likelihoods into rewards."""
+  c = ml_collections.ConfigDict()
+  c.reduce = 'sum'  # over a frame's tokens: 'sum' (nats per frame) | 'mean' (nats per token)
+  # 'none' | 'standardize' ((lp - mean) / std) | 'minmax' (clip((lp - min) / (max - min), 0, 1)),
+  # with statistics of expert episodes written by `viper reward-stats`.
+  c.scale = 'none'
+  c.chunk_frames = 256  # one-pass chunk length (frames per sub-sequence): bounds memory
+  c.encode_batch = 256  # frames per tokenizer call
+  c.window_batch = 16  # mode='window': steps scored per forward
+  return c
+
+
 def compute_dtype(name: str):
   """'auto' -> bfloat16 on GPU/TPU, float32 on CPU; otherwise the named dtype."""
   import jax
