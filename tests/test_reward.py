@@ -214,3 +214,14 @@ def test_task_ids_select_the_task():
   assert lp0.shape == lp1.shape == frames.shape[:2]
   with pytest.raises(ValueError, match='unknown task'):
     two.task_id('dmc:nope')
+
+
+def test_model_on_a_mesh_equals_one_device(model):
+  frames = _frames(batch=4, length=5)
+  mesh = parallel.make_mesh(jax.devices()[:4])
+  sharded = reward.RewardModel(model.config, model.params, mesh=mesh)
+  out = sharded.log_likelihood(frames)
+  assert len(out.sharding.device_set) == 4
+  np.testing.assert_allclose(np.asarray(out), np.asarray(model.log_likelihood(frames)), atol=ATOL)
+  with pytest.raises(ValueError, match='divisible'):
+    sharded.log_likelihood(frames[:3])

@@ -53,6 +53,14 @@ def _train_prior():
         f"bits/token (uniform: {result['uniform_bits_per_token']:.3f})")
 
 
+def _reward_stats():
+  from viper_jax.reward import expert_stats
+  stats = expert_stats.run(_require_config('reward-stats'), _workdir('reward-stats'))
+  print(f"reward stats over {stats['episodes']} expert episodes ({stats['count']} steps): "
+        f"mean {stats['mean']:.2f}, std {stats['std']:.2f}, p1 {stats['min']:.2f}, "
+        f"p99 {stats['max']:.2f} nats")
+
+
 def _import_reference():
   from viper_jax.data import reference_import
   from viper_jax.data.store import EpisodeStore
@@ -80,6 +88,8 @@ COMMANDS = {
                         'train the VQ-GAN tokenizer on expert frames (<workdir>/tokenizer)'),
     'train-prior': (_train_prior,
                     'tokenize the episodes and train the video prior (<workdir>/prior)'),
+    'reward-stats': (_reward_stats, 'expert statistics of the VIPER reward for reward.scale '
+                     '(<workdir>/reward/expert_stats.json)'),
     'import-reference': (_import_reference,
                          'import the reference VIPER dataset layout (--src) into an episode store'),
     'envs': (_envs, 'list every environment name (dmc:<domain>-<task>, atari:<game>)'),

@@ -41,6 +41,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
+from viper_jax import parallel
 from viper_jax.envs import score_masks
 from viper_jax.video import presets, train_prior, train_tokenizer, transformer, vqgan
 
@@ -318,15 +319,20 @@ class RewardModel:
   (see `log_likelihood_fn`), task_names (task id -> name), checkpoint (dir or None).
   """
 
-  def __init__(self, config, params, checkpoint: str | None = None):
+  def __init__(self, config, params, checkpoint: str | None = None, mesh=None):
+    """mesh: a `jax.sharding.Mesh` with a 'data' axis (see viper_jax.parallel) to split the batch
+    over; params are replicated on it. Multi-host: every host passes its own rows and gets their
+    scores back. None: one device."""
     self.config = config
-    self.params = params
     self.task_names = task_names(config)
     self.checkpoint = checkpoint
+    self.mesh = mesh
     self._m = _modules(config)
+    self.params = params if mesh is None else parallel.put_replicated(params, mesh)
+    self._sharded = {}
 
   @classmethod
-  def init(cls, config, seed: int = 0) -> 'RewardModel':
+  def init(cls, config, seed: int = 0, mesh=None) -> 'RewardModel':
     """Random weights from the config's `tokenizer` and `prior` sections (tests, benchmarks)."""
     m = _modules(config)
     k_tok, k_prior = jax.random.split(jax.random.key(seed))
@@ -337,7 +343,7 @@ class RewardModel:
         k_prior)['params']
     params = {'tokenizer': {'params': tok_params, 'vq_stats': tok_stats},
               'prior': prior_params}
-    return cls(config, params)
+    return cls(config, params, mesh=mesh)
 
   @property
   def context(self) -> int:
@@ -366,10 +372,35 @@ class RewardModel:
                   self._m.prior.num_tasks)
     if task_ids is not None:
       task_ids = task_ids.astype(jnp.int32)
-    return _jitted(self._m, self.params, frames, task_ids, mode)
+    if self.mesh is None or self.mesh.size == 1:
+      return _jitted(self._m, self.params, frames, task_ids, mode)
+    return self._sharded_call(frames, task_ids, mode)
+
+  def _sharded_call(self, frames, task_ids, mode):
+    """The batch split over the mesh's 'data' axis; rows are independent, so no communication."""
+    local = jax.local_device_count() if jax.process_count() > 1 else self.mesh.size
+    if frames.shape[0] % local:
+      raise ValueError(f'batch of {frames.shape[0]} trajectories must be divisible by the '
+                       f'{local} devices of the mesh on this host')
+    if mode not in self._sharded:
+      data, replicated = parallel.data_sharding(self.mesh), parallel.replicated(self.mesh)
+      fn = functools.partial(_log_likelihood, self._m, mode=mode)
+      self._sharded[mode] = jax.jit(fn, in_shardings=(replicated, data, data),
+                                    out_shardings=data)
+    # Unconditioned models ignore ids (and task 0's score mask is the only one): zeros are exact.
+    ids = task_ids if task_ids is not None else jnp.zeros((frames.shape[0],), jnp.int32)
+    frames, ids = parallel.put_batch((np.asarray(frames), np.asarray(ids)), self.mesh)
+    out = self._sharded[mode](self.params, frames, ids)
+    if jax.process_count() == 1:
+      return out
+    shards = sorted(out.addressable_shards, key=lambda s: s.index[0].start)
+    return np.concatenate([np.asarray(s.data) for s in shards])  # this host's rows (numpy)
 
   def init_stream(self, batch_size: int, task_ids=None) -> dict[str, Any]:
     """Streaming state for batch_size trajectories that start now (their first frame next)."""
+    if not isinstance(self._m.prior, transformer.VideoPrior):
+      raise ValueError("streaming needs the autoregressive prior (prior.kind='ar'); this model's "
+                       f'prior is {type(self._m.prior).__name__}: use log_likelihood')
     task_ids = self._ids(task_ids, batch_size)
     dummy = jnp.zeros((batch_size, 1) + self._m.image_size + (3,), jnp.uint8)
     _check_inputs(self._m, dummy, task_ids, self._m.prior.task_conditioning,
@@ -398,13 +429,14 @@ class RewardModel:
 # ------------------------------------------------------------------------------ checkpoints
 
 
-def load(checkpoint_dir, reward_config=None) -> RewardModel:
+def load(checkpoint_dir, reward_config=None, mesh=None) -> RewardModel:
   """The frozen reward model of a trained experiment.
 
   checkpoint_dir: the workdir of `viper train-tokenizer` / `viper train-prior`, holding
   tokenizer/ and prior/ (config.json and orbax checkpoints; the prior's EMA params are used when
   it trained with EMA) and, if `viper reward-stats` ran, reward/expert_stats.json.
-  reward_config: a `reward` section overriding the one saved with the experiment.
+  reward_config: a `reward` section overriding the one saved with the experiment; mesh: see
+  `RewardModel`.
   """
   from viper_jax import checkpoint
   root = epath.Path(checkpoint_dir)
@@ -439,4 +471,4 @@ def load(checkpoint_dir, reward_config=None) -> RewardModel:
   if stats_path.exists():
     stats = json.loads(stats_path.read_text())
     params['stats'] = {k: jnp.float32(stats[k]) for k in ('mean', 'std', 'min', 'max')}
-  return RewardModel(config, params, checkpoint=str(root))
+  return RewardModel(config, params, checkpoint=str(root), mesh=mesh)

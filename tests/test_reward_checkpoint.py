@@ -1,0 +1,88 @@
+"""reward.load on a trained (tiny) experiment, `viper reward-stats`, and the README snippet."""
+import json
+import re
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from viper_jax import reward
+from viper_jax.data.store import EpisodeStore
+from viper_jax.reward import expert_stats
+from viper_jax.video import token_cache, train_prior, train_tokenizer, transformer
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  """A workdir with a tiny tokenizer and prior trained for a few steps on synthetic episodes."""
+  from conftest import synthetic_episode
+  from viper_jax import configs
+  from viper_jax.video import presets
+  root = tmp_path_factory.mktemp('trained')
+  store = EpisodeStore(root / 'episodes')
+  for i in range(3):
+    store.save(synthetic_episode(i), 'train', f'ep{i}')
+  store.save(synthetic_episode(10), 'test', 'ep10')
+  config = configs.load_config('experiments/quickstart.py:dmc:synthetic')
+  config.env.size = (32, 32)
+  with config.unlocked():
+    config.tokenizer = presets.tokenizer('tiny')
+    config.prior = presets.prior('tiny')
+  config.tokenizer.train.steps = config.prior.train.steps = 4
+  config.prior.train.ema_decay = 0.5  # so that EMA params differ from the raw ones
+  train_tokenizer.run(config, root)
+  train_prior.run(config, root)
+  return config, root, store
+
+
+def test_load_scores_with_the_trained_weights(trained):
+  config, root, store = trained
+  model = reward.load(root)
+  assert model.task_names == ['dmc:synthetic'] and model.checkpoint == str(root)
+  # The reward tokenizes exactly as the token cache did and scores with the prior's EMA params.
+  _, _, _, fingerprint = train_tokenizer.load(root)
+  codes = token_cache.load(store, ['dmc:synthetic'], 'test', fingerprint)[0].codes
+  frames = store.load(store.paths('dmc:synthetic', 'test')[0])['image']
+  lp = np.asarray(model.log_likelihood(frames[None]))[0]
+  prior = train_prior.build_prior(config, 1)
+  codes = jnp.asarray(codes.reshape(1, len(codes), -1))
+  logits = prior.apply({'params': model.params['prior']}, codes, jnp.zeros((1,), jnp.int32))
+  np.testing.assert_allclose(lp, transformer.log_likelihood_per_frame(logits, codes)[0],
+                             rtol=1e-5, atol=1e-4)
+
+
+def test_reward_stats_and_scaling(trained):
+  config, root, _ = trained
+  stats = expert_stats.run(config, root)
+  saved = json.loads((root / 'reward' / 'expert_stats.json').read_text())
+  assert saved == stats and stats['episodes'] == 3 and stats['count'] == 3 * 24
+  assert stats['min'] <= stats['mean'] <= stats['max'] and stats['std'] > 0
+  raw = reward.load(root)
+  scaled_cfg = reward.default_config()
+  scaled_cfg.scale = 'standardize'
+  scaled = reward.load(root, reward_config=scaled_cfg)
+  frames = np.stack([EpisodeStore(root / 'episodes').load(p)['image']
+                     for p in EpisodeStore(root / 'episodes').paths('dmc:synthetic', 'train')])
+  lp = np.asarray(raw.log_likelihood(frames))
+  np.testing.assert_allclose(lp.mean(), stats['mean'], rtol=1e-4)
+  z = np.asarray(scaled.log_likelihood(frames))
+  np.testing.assert_allclose(z, (lp - stats['mean']) / stats['std'], rtol=1e-4, atol=1e-4)
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+  with pytest.raises(FileNotFoundError, match='train-prior'):
+    reward.load(tmp_path)
+
+
+def test_readme_snippet_runs(trained):
+  _, root, _ = trained
+  readme = (Path(__file__).parent.parent / 'README.md').read_text()
+  section = readme[readme.index('## Use the VIPER reward in your own JAX project'):]
+  code = re.search(r'```python\n(.*?)```', section, re.S).group(1)
+  namespace = {'WORKDIR': str(root)}
+  exec(compile(code, 'README.md', 'exec'), namespace)
+  lp, lp_again, lp_t = namespace['lp'], namespace['lp_again'], namespace['lp_t']
+  assert lp.shape == (2, 50)
+  np.testing.assert_allclose(np.asarray(lp_again), np.asarray(lp), atol=2e-4)
+  np.testing.assert_allclose(np.asarray(lp_t), np.asarray(lp[:, 2]), atol=2e-4)
