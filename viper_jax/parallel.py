@@ -13,6 +13,24 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 DATA_AXIS = 'data'
 
 
+def initialize_distributed(**kwargs) -> bool:
+  """Joins a multi-host run when the launcher asks for it; returns whether it did.
+
+  With keyword arguments (coordinator_address, num_processes, process_id) they are passed on.
+  Without, it runs only when the environment says this is a multi-host job: VIPER_DISTRIBUTED=1
+  (set by launch/tpu_pod.sh and launch/gpu.sh), where `jax.distributed.initialize()` finds the
+  coordinator itself on TPU pods, and from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
+  JAX_PROCESS_ID elsewhere. On CPU, cross-process collectives use gloo.
+  """
+  import os
+  if not kwargs and os.environ.get('VIPER_DISTRIBUTED', '0') != '1':
+    return False
+  # Only the CPU backend reads this, and asking for the backend here would start it too early.
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  jax.distributed.initialize(**kwargs)
+  return True
+
+
 def make_mesh(devices=None) -> Mesh:
   """A 1-D mesh with axis 'data' over `devices` (default: every device of every host)."""
   devices = jax.devices() if devices is None else list(devices)

@@ -1,0 +1,76 @@
+"""One process of the two-process test in test_multihost.py (not a test module itself).
+
+usage: python multihost_worker.py PROCESS_ID NUM_PROCESSES PORT OUT_DIR
+
+Each process has 2 fake CPU devices; with NUM_PROCESSES=2 the mesh spans 4 devices on 2 "hosts".
+It scores its own rows of a fixed batch with the reward model, runs 3 prior train steps on its own
+share of fixed batches, and saves what it sees to OUT_DIR/process<ID>.npz.
+"""
+import os
+import sys
+
+process_id, num_processes, port, out_dir = (int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]),
+                                            sys.argv[4])
+devices_per_process = 4 // num_processes
+os.environ['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices_per_process}'
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from viper_jax import parallel  # noqa: E402
+
+if num_processes > 1:
+  parallel.initialize_distributed(coordinator_address=f'localhost:{port}',
+                                  num_processes=num_processes, process_id=process_id)
+
+from conftest import synthetic_episode  # noqa: E402
+from viper_jax import configs, reward  # noqa: E402
+from viper_jax.video import presets, train_prior  # noqa: E402
+
+
+def tiny_config():
+  config = configs.load_config('experiments/quickstart.py:dmc:synthetic')
+  config.env.size = (32, 32)
+  with config.unlocked():
+    config.tokenizer = presets.tokenizer('tiny')
+    config.prior = presets.prior('tiny')
+    config.prior.dtype = config.tokenizer.dtype = 'float32'
+  return config
+
+
+def main():
+  assert jax.device_count() == 4 and jax.process_count() == num_processes
+  mesh = parallel.make_mesh()
+  rows = parallel.host_shard(4)
+  config = tiny_config()
+
+  # Reward: this host's rows of a fixed batch of 4 trajectories.
+  frames = np.stack([synthetic_episode(i, 6, 32)['image'] for i in range(4)])
+  model = reward.RewardModel.init(config, seed=1, mesh=mesh)
+  lp = np.asarray(model.log_likelihood(frames[rows]))
+
+  # Prior: three data-parallel train steps; this host feeds its rows of each global batch.
+  prior = train_prior.build_prior(config, num_tasks=1)
+  tcfg = config.prior.train
+  state = parallel.put_replicated(train_prior.init_state(prior, tcfg, jax.random.key(0), 3), mesh)
+  replicated, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
+  step = jax.jit(train_prior.make_train_step(prior, tcfg), in_shardings=(replicated, data, replicated),
+                 out_shardings=(replicated, replicated))
+  rng = np.random.default_rng(0)
+  losses = []
+  for i in range(3):
+    batch = {'codes': rng.integers(0, 32, (8, 3, prior.tokens_per_frame)).astype(np.int32),
+             'task_id': np.zeros((8,), np.int32)}
+    host_rows = parallel.host_shard(8)
+    local = {k: v[host_rows] for k, v in batch.items()}
+    state, metrics = step(state, parallel.put_batch(local, mesh), jax.random.key(i))
+    losses.append(float(metrics['loss']))
+  params = [np.asarray(x.addressable_data(0)) for x in jax.tree.leaves(state['params'])]
+  np.savez(os.path.join(out_dir, f'process{process_id}.npz'), lp=lp, losses=np.array(losses),
+           **{f'param{i}': p for i, p in enumerate(params)})
+
+
+if __name__ == '__main__':
+  main()
