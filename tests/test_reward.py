@@ -225,3 +225,22 @@ def test_model_on_a_mesh_equals_one_device(model):
   np.testing.assert_allclose(np.asarray(out), np.asarray(model.log_likelihood(frames)), atol=ATOL)
   with pytest.raises(ValueError, match='divisible'):
     sharded.log_likelihood(frames[:3])
+
+
+@pytest.mark.parametrize('frame_skip', [1, 2])
+def test_joint_likelihood_sums_the_last_context_conditionals(frame_skip):
+  config = _config(frame_skip=frame_skip)
+  frames = _frames(length=9)
+  conditional = np.asarray(reward.RewardModel.init(config, seed=1).log_likelihood(frames))
+  config.reward.likelihood = 'joint'
+  model = reward.RewardModel.init(config, seed=1)
+  joint = np.asarray(model.log_likelihood(frames))
+  c, s = model.context, frame_skip
+  for t in range(frames.shape[1]):
+    steps = [k for k in range(t, -1, -s)][:c]  # t and its sub-sequence's previous c - 1 frames
+    np.testing.assert_allclose(joint[:, t], conditional[:, steps].sum(1), rtol=1e-5, atol=ATOL)
+  state, streamed = model.init_stream(2), []
+  for t in range(frames.shape[1]):
+    state, lp = model.stream_step(state, frames[:, t])
+    streamed.append(np.asarray(lp))
+  np.testing.assert_allclose(np.stack(streamed, 1), joint, atol=ATOL)

@@ -24,7 +24,8 @@ Modes, all giving the same numbers for 'one_pass' (tested):
 
 Frame skip s: a trajectory is s interleaved sub-sequences (frames j, j + s, j + 2s, ...), each
 scored on its own. Atari score regions are zeroed before tokenizing when `data.mask_score`.
-Reduction over a frame's tokens ('sum' nats, or 'mean') and scaling ('none'; 'standardize' and
+Reduction over a frame's tokens ('sum' nats, or 'mean'), 'conditional' or 'joint' likelihood
+(an ablation: the sum of the last `context` conditionals, like the reference's default) and scaling ('none'; 'standardize' and
 'minmax' with statistics of the expert data stored beside the checkpoint) come from
 `config.reward`.
 """
@@ -46,6 +47,7 @@ from viper_jax.envs import score_masks
 from viper_jax.video import presets, train_prior, train_tokenizer, transformer, vqgan
 
 REDUCTIONS = ('sum', 'mean')
+LIKELIHOODS = ('conditional', 'joint')
 SCALINGS = ('none', 'standardize', 'minmax')
 MODES = ('one_pass', 'window')
 STATS_FILE = 'reward/expert_stats.json'
@@ -63,6 +65,8 @@ def _reward_cfg(config) -> ml_collections.ConfigDict:
 def _validate_reward_cfg(cfg) -> None:
   if cfg.reduce not in REDUCTIONS:
     raise ValueError(f'reward.reduce must be one of {REDUCTIONS}, got {cfg.reduce!r}')
+  if cfg.get('likelihood', 'conditional') not in LIKELIHOODS:
+    raise ValueError(f'reward.likelihood must be one of {LIKELIHOODS}, got {cfg.likelihood!r}')
   if cfg.scale not in SCALINGS:
     raise ValueError(f'reward.scale must be one of {SCALINGS}, got {cfg.scale!r}')
   if cfg.chunk_frames < 1 or cfg.encode_batch < 1 or cfg.window_batch < 1:
@@ -86,6 +90,7 @@ class _Modules:
   image_size: tuple[int, int]
   frame_skip: int
   reduce: str
+  joint: bool  # reward.likelihood == 'joint': sum of the last `context` conditionals
   scale: str
   chunk_frames: int
   encode_batch: int
@@ -105,7 +110,7 @@ def _modules(config) -> _Modules:
       tokenizer=vqgan.VQGAN.from_config(config.tokenizer),
       prior=train_prior.build_prior(config, len(tasks)),
       image_size=size, frame_skip=int(config.prior.frame_skip), reduce=rcfg.reduce,
-      scale=rcfg.scale, chunk_frames=int(rcfg.chunk_frames), encode_batch=int(rcfg.encode_batch),
+      joint=rcfg.get('likelihood', 'conditional') == 'joint', scale=rcfg.scale, chunk_frames=int(rcfg.chunk_frames), encode_batch=int(rcfg.encode_batch),
       window_batch=int(rcfg.window_batch), score_masks=masks)
 
 
@@ -209,6 +214,14 @@ def _merge_skip(x, s: int, t: int):
   return jnp.moveaxis(x.reshape(bs // s, s, ts), 1, 2).reshape(bs // s, ts * s)[:, :t]
 
 
+def _joint(m: _Modules, lp):
+  """Sum of each step's last `context` conditionals: [B, T] -> [B, T] (within a sub-sequence)."""
+  c = m.prior.context
+  total = jnp.cumsum(lp, axis=1)
+  before = jnp.pad(total, ((0, 0), (c, 0)))[:, :lp.shape[1]]
+  return total - before
+
+
 def _scale(m: _Modules, lp, stats):
   if m.scale == 'none':
     return lp
@@ -227,7 +240,10 @@ def _log_likelihood(m: _Modules, params, frames, task_ids, mode: str):
   sub = _split_skip(codes, s)
   ids = None if task_ids is None else jnp.repeat(task_ids, s)
   score = _one_pass if mode == 'one_pass' else _window
-  lp = _merge_skip(score(m, params['prior'], sub, ids), s, t)
+  sub_lp = score(m, params['prior'], sub, ids)
+  if m.joint:
+    sub_lp = _joint(m, sub_lp)
+  lp = _merge_skip(sub_lp, s, t)
   return _scale(m, lp, params.get('stats'))
 
 
@@ -305,10 +321,14 @@ def _stream_step(m, params, state, frame):
                                 method=transformer.VideoPrior.extend)
   token_lp = jnp.take_along_axis(jax.nn.log_softmax(logits, -1), codes[..., None], -1)[..., 0]
   lp = token_lp.sum(-1) if m.reduce == 'sum' else token_lp.mean(-1)
+  # recent [s, context, B]: the latest conditionals of each sub-sequence (for 'joint').
+  recent = state['recent'].at[j].set(jnp.concatenate([state['recent'][j, 1:], lp[None]]))
+  if m.joint:
+    lp = recent[j].sum(0)
   lp = _scale(m, lp[:, None], params.get('stats'))[:, 0]
   caches = jax.tree.map(lambda all_, new: all_.at[j].set(new), state['caches'], cache)
   state = dict(caches=caches, last_code=state['last_code'].at[j].set(codes[:, -1]),
-               t=state['t'] + 1, task_ids=task_ids)
+               recent=recent, t=state['t'] + 1, task_ids=task_ids)
   return state, lp
 
 
@@ -409,6 +429,7 @@ class RewardModel:
     cache = self._m.prior.init_cache(batch_size)
     caches = jax.tree.map(lambda x: jnp.stack([x] * s), cache)
     return dict(caches=caches, last_code=jnp.full((s, batch_size), transformer.BOS, jnp.int32),
+                recent=jnp.zeros((s, self._m.prior.context, batch_size), jnp.float32),
                 t=jnp.zeros((), jnp.int32),
                 task_ids=None if task_ids is None else task_ids.astype(jnp.int32))
 
