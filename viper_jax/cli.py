@@ -61,6 +61,16 @@ def _reward_stats():
         f"p99 {stats['max']:.2f} nats")
 
 
+def _reward_check():
+  from viper_jax.reward import check
+  result = check.run(_require_config('reward-check'), _workdir('reward-check'))
+  print(f"reward check on {result['episodes']} test episodes: Spearman(mean reward, true return) "
+        f"{result['spearman']:.3f}, AUROC expert vs random {result['auroc_expert_vs_random']:.3f}")
+  for group, g in result['groups'].items():
+    print(f"  {group:<10} {g['episodes']:>3} episodes  mean reward {g['mean_reward']:9.2f}  "
+          f"true return {g['true_return']:8.1f}")
+
+
 def _import_reference():
   from viper_jax.data import reference_import
   from viper_jax.data.store import EpisodeStore
@@ -90,6 +100,8 @@ COMMANDS = {
                     'tokenize the episodes and train the video prior (<workdir>/prior)'),
     'reward-stats': (_reward_stats, 'expert statistics of the VIPER reward for reward.scale '
                      '(<workdir>/reward/expert_stats.json)'),
+    'reward-check': (_reward_check, 'score held-out expert/noisy/random episodes: Spearman, AUROC '
+                     '(<workdir>/reward/check.json)'),
     'import-reference': (_import_reference,
                          'import the reference VIPER dataset layout (--src) into an episode store'),
     'envs': (_envs, 'list every environment name (dmc:<domain>-<task>, atari:<game>)'),
@@ -126,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
       logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     if len(unused_argv) > 1:
       raise app.UsageError(f'unexpected arguments {unused_argv[1:]}')
+    from viper_jax import parallel
+    parallel.initialize_distributed()  # multi-host jobs only (VIPER_DISTRIBUTED=1), see launch/
     function()
 
   # config_flags finds `--config.x=` overrides in sys.argv itself, so it must hold this argv.

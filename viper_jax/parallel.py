@@ -25,6 +25,10 @@ def initialize_distributed(**kwargs) -> bool:
   import os
   if not kwargs and os.environ.get('VIPER_DISTRIBUTED', '0') != '1':
     return False
+  if not kwargs and 'JAX_NUM_PROCESSES' in os.environ:  # jax reads only the coordinator itself
+    kwargs = dict(coordinator_address=os.environ['JAX_COORDINATOR_ADDRESS'],
+                  num_processes=int(os.environ['JAX_NUM_PROCESSES']),
+                  process_id=int(os.environ['JAX_PROCESS_ID']))
   # Only the CPU backend reads this, and asking for the backend here would start it too early.
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   jax.distributed.initialize(**kwargs)

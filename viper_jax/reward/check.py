@@ -1,0 +1,123 @@
+"""`viper reward-check`: does the reward rank behaviour? Held-out expert vs noisy vs random episodes.
+
+Scores every test-split episode of the experiment's task with the trained reward model and writes
+`<workdir>/reward/check.json`: per episode the mean reward per step and the true return; the
+Spearman rank correlation between the two; the AUROC of telling expert (noise 0) from random
+episodes by mean reward; and `<workdir>/reward/reward_vs_return.png`.
+"""
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+import numpy as np
+from etils import epath
+
+from viper_jax.data.store import EpisodeStore
+from viper_jax.reward import likelihood
+
+
+def ranks(values) -> np.ndarray:
+  """Ranks 1..n with ties given their average rank."""
+  values = np.asarray(values, np.float64)
+  order = np.argsort(values, kind='mergesort')
+  result = np.empty(len(values))
+  result[order] = np.arange(1, len(values) + 1)
+  for value in np.unique(values):
+    tied = values == value
+    result[tied] = result[tied].mean()
+  return result
+
+
+def spearman(x, y) -> float:
+  """Spearman rank correlation (NaN when either side is constant)."""
+  rx, ry = ranks(x), ranks(y)
+  if rx.std() == 0 or ry.std() == 0:
+    return float('nan')
+  return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def auroc(positive, negative) -> float:
+  """P(score of a positive > score of a negative), ties counting half."""
+  positive, negative = np.asarray(positive)[:, None], np.asarray(negative)[None, :]
+  return float(np.mean((positive > negative) + 0.5 * (positive == negative)))
+
+
+def episode_group(name: str, source: str) -> str:
+  """'expert', 'noise0.25', ... or 'random' from an episode file name / its source."""
+  if str(source).startswith('random') or name.startswith('random'):
+    return 'random'
+  match = re.search(r'noise(\d+\.\d+)', name)
+  noise = float(match.group(1)) if match else 0.0
+  return 'expert' if noise == 0 else f'noise{noise:.2f}'
+
+
+def score_episodes(model: likelihood.RewardModel, store: EpisodeStore, task: str,
+                   split: str = 'test') -> list[dict]:
+  """Per episode: name, group, mean reward per step, true return, per-step rewards."""
+  task_id = np.array([model.task_id(task)], np.int32)
+  rows = []
+  for path in store.paths(task, split):
+    episode = store.load(path)
+    lp = np.asarray(model.log_likelihood(episode['image'][None], task_id))[0]
+    rows.append(dict(name=path.name, group=episode_group(path.name, episode.get('source', '')),
+                     mean_reward=float(lp.mean()), true_return=float(episode['reward'].sum()),
+                     rewards=lp.tolist()))
+  if not rows:
+    raise FileNotFoundError(f'no {split} episodes of {task} in {store.root}: run `viper collect`')
+  return rows
+
+
+def summarize(rows: list[dict]) -> dict:
+  mean = [r['mean_reward'] for r in rows]
+  true = [r['true_return'] for r in rows]
+  expert = [r['mean_reward'] for r in rows if r['group'] == 'expert']
+  random = [r['mean_reward'] for r in rows if r['group'] == 'random']
+  groups = {}
+  for group in sorted({r['group'] for r in rows}):
+    members = [r for r in rows if r['group'] == group]
+    groups[group] = dict(episodes=len(members),
+                         mean_reward=float(np.mean([r['mean_reward'] for r in members])),
+                         true_return=float(np.mean([r['true_return'] for r in members])))
+  return dict(spearman=spearman(mean, true),
+              auroc_expert_vs_random=auroc(expert, random) if expert and random else float('nan'),
+              episodes=len(rows), groups=groups)
+
+
+def plot(rows: list[dict], summary: dict, path) -> None:
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+  for group in sorted({r['group'] for r in rows}):
+    members = [r for r in rows if r['group'] == group]
+    ax.scatter([r['true_return'] for r in members], [r['mean_reward'] for r in members],
+               label=group, s=30)
+  ax.set_xlabel('true return (never seen by the reward)')
+  ax.set_ylabel('mean VIPER reward per step (nats)')
+  ax.set_title(f"Spearman {summary['spearman']:.2f}, "
+               f"AUROC expert vs random {summary['auroc_expert_vs_random']:.2f}")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with path.open('wb') as f:
+    fig.savefig(f, format='png')
+  plt.close(fig)
+
+
+def run(config, workdir) -> dict:
+  root = epath.Path(workdir)
+  model = likelihood.load(root)
+  store = EpisodeStore(config.data.root or str(root / 'episodes'))
+  rows = score_episodes(model, store, config.task)
+  summary = summarize(rows)
+  result = dict(summary, task=config.task, per_episode=rows)
+  out = root / 'reward' / 'check.json'
+  out.parent.mkdir(parents=True, exist_ok=True)
+  temp = out.parent / f'{out.name}.tmp-{uuid.uuid4().hex}'
+  temp.write_text(json.dumps(result))
+  temp.replace(out)
+  plot(rows, summary, root / 'reward' / 'reward_vs_return.png')
+  return result
