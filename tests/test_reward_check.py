@@ -1,0 +1,30 @@
+"""The ranking statistics of `viper reward-check` on hand-worked cases."""
+import numpy as np
+
+from viper_jax.reward import check
+
+
+def test_ranks_average_ties():
+  np.testing.assert_array_equal(check.ranks([10, 30, 20, 30]), [1, 3.5, 2, 3.5])
+
+
+def test_spearman():
+  assert check.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+  assert check.spearman([1, 2, 3, 4], [9, 7, 5, 1]) == -1.0
+  # monotone but not linear still counts as a perfect ranking
+  np.testing.assert_allclose(check.spearman([1, 2, 3, 4], [1, 8, 27, 1000]), 1.0)
+  # ranks (1, 2, 3) vs (1, 3, 2): 1 - 6 * 2 / (3 * 8) = 0.5
+  np.testing.assert_allclose(check.spearman([1, 2, 3], [5, 9, 7]), 0.5)
+  assert np.isnan(check.spearman([1, 2, 3], [4, 4, 4]))
+
+
+def test_auroc():
+  assert check.auroc([3, 4], [1, 2]) == 1.0
+  assert check.auroc([1, 2], [3, 4]) == 0.0
+  assert check.auroc([2, 3], [2, 1]) == (1 + 1 + 0.5 + 1) / 4
+
+
+def test_episode_groups():
+  assert check.episode_group('expert-noise0.00-0000.npz', 'expert:scripted') == 'expert'
+  assert check.episode_group('expert-noise0.25-0001.npz', 'expert:scripted') == 'noise0.25'
+  assert check.episode_group('random-0000.npz', 'random') == 'random'
