@@ -70,6 +70,7 @@ def prior(size: str = 'dmc') -> ml_collections.ConfigDict:
     raise ValueError(f'unknown prior size {size!r}; expected one of {PRIOR_SIZES}')
   c = ml_collections.ConfigDict()
   c.size = size
+  c.kind = 'ar'  # 'ar' (autoregressive, video/transformer.py) | 'maskgit' (video/maskgit.py)
   c.num_layers = {'tiny': 2, 'small': 4, 'dmc': 8, 'atari': 8}[size]
   c.width = {'tiny': 32, 'small': 128, 'dmc': 256, 'atari': 512}[size]
   c.num_heads = {'tiny': 2, 'small': 4, 'dmc': 8, 'atari': 8}[size]
@@ -81,6 +82,8 @@ def prior(size: str = 'dmc') -> ml_collections.ConfigDict:
   c.num_tasks = 1  # set from the data (number of tasks in the episode store)
   c.rope_base = 10_000.0
   c.dtype = 'auto'  # 'auto': bfloat16 on accelerators, float32 on CPU
+  # kind 'maskgit' only: training mask ratio = max(this, cos(u * pi / 2)), u ~ U(0, 1).
+  c.maskgit_min_mask_ratio = 0.0
   c.train = ml_collections.ConfigDict()
   c.train.steps = {'tiny': 20, 'small': 2000, 'dmc': 800_000, 'atari': 800_000}[size]
   c.train.batch_size = {'tiny': 4, 'small': 16, 'dmc': 64, 'atari': 32}[size]
@@ -103,6 +106,9 @@ def reward() -> ml_collections.ConfigDict:
   """The `reward` section: how `viper_jax.reward` turns prior log-likelihoods into rewards."""
   c = ml_collections.ConfigDict()
   c.reduce = 'sum'  # over a frame's tokens: 'sum' (nats per frame) | 'mean' (nats per token)
+  # 'conditional': log p(x_t | x_<t). 'joint' (ablation, the reference code's default): the sum of
+  # the conditionals of the last `prior.context` frames, t - context + 1 .. t.
+  c.likelihood = 'conditional'
   # 'none' | 'standardize' ((lp - mean) / std) | 'minmax' (clip((lp - min) / (max - min), 0, 1)),
   # with statistics of expert episodes written by `viper reward-stats`.
   c.scale = 'none'

@@ -19,7 +19,7 @@ from etils import epath
 from viper_jax import configs, parallel
 from viper_jax.data import loaders
 from viper_jax.metrics import save_video
-from viper_jax.video import token_cache, train_tokenizer, training, transformer, vqgan
+from viper_jax.video import maskgit, token_cache, train_tokenizer, training, transformer, vqgan
 from viper_jax.video.training import make_optimizer
 
 
@@ -28,12 +28,20 @@ def grid_shape(tokenizer_cfg, image_size) -> tuple[int, int]:
   return image_size[0] // factor, image_size[1] // factor
 
 
-def build_prior(config, num_tasks: int) -> transformer.VideoPrior:
+PRIOR_KINDS = ('ar', 'maskgit')
+
+
+def build_prior(config, num_tasks: int) -> transformer.VideoPrior | maskgit.MaskGITPrior:
+  """The prior module of `config.prior.kind`: 'ar' (VideoPrior) or 'maskgit' (MaskGITPrior)."""
   h, w = grid_shape(config.tokenizer, config.env.size)
   cfg = config.prior.copy_and_resolve_references()
   with cfg.unlocked():
     cfg.num_tasks = max(1, num_tasks)
-  return transformer.VideoPrior.from_config(cfg, config.tokenizer.codebook_size, h * w)
+  kind = cfg.get('kind', 'ar')  # configs saved before `kind` existed are AR
+  if kind not in PRIOR_KINDS:
+    raise configs.ConfigError(f'prior.kind must be one of {PRIOR_KINDS}, got {kind!r}')
+  module = maskgit.MaskGITPrior if kind == 'maskgit' else transformer.VideoPrior
+  return module.from_config(cfg, config.tokenizer.codebook_size, h * w)
 
 
 def init_state(prior: transformer.VideoPrior, train_cfg, key, window: int) -> dict:
@@ -46,7 +54,13 @@ def init_state(prior: transformer.VideoPrior, train_cfg, key, window: int) -> di
 
 
 def nll_per_token(prior, params, batch, train: bool = False, key=None) -> jax.Array:
-  """Mean negative log-likelihood (nats) per code of batch {'codes' [B,T,N], 'task_id' [B]}."""
+  """Mean negative log-likelihood (nats) per code of batch {'codes' [B,T,N], 'task_id' [B]}.
+
+  A MaskGIT prior trains on its masked-token loss (`maskgit.maskgit_loss`, key also draws the
+  masks); evaluated (train=False) it gives its scoring NLL (every frame from the past only).
+  """
+  if train and isinstance(prior, maskgit.MaskGITPrior):
+    return maskgit.maskgit_loss(prior, params, batch, key, train=True)
   rngs = {'dropout': key} if train else None
   logits = prior.apply({'params': params}, batch['codes'], batch['task_id'], train=train,
                        rngs=rngs)
@@ -132,8 +146,9 @@ def run(config, workdir, stop_after: int | None = None) -> dict:
     params = state['ema_params'] if tcfg.ema_decay > 0 else state['params']
     prompt = np.stack([val_windows[0]['codes'][:1], val_windows[len(val_windows) // 2]['codes'][:1]])
     task_ids = np.array([val_windows[0]['task_id'], val_windows[len(val_windows) // 2]['task_id']])
-    codes = transformer.sample(params, prior, jax.random.key(step), jnp.asarray(task_ids),
-                               window, prompt_codes=jnp.asarray(prompt, jnp.int32))
+    sample_fn = maskgit.sample if isinstance(prior, maskgit.MaskGITPrior) else transformer.sample
+    codes = sample_fn(params, prior, jax.random.key(step), jnp.asarray(task_ids), window,
+                      prompt_codes=jnp.asarray(prompt, jnp.int32))
     frames = np.asarray(decode(codes.reshape(-1, h, w))).reshape(2, window, *config.env.size, 3)
     video = np.concatenate(list(frames), axis=2)  # the two samples side by side
     save_video(out / 'samples' / f'sample_{step:08d}.gif', video, fps=8)
