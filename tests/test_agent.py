@@ -1,0 +1,166 @@
+"""Agent unit tests: networks, lambda-returns, return normalisation, replay, reward alignment."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from viper_jax.agent import actor_critic as ac
+from viper_jax.agent import configs, loop, networks as nets, rewards, world_model as wm_lib
+from viper_jax.agent.replay import Replay
+
+
+def test_symlog_and_twohot_round_trip():
+  x = jnp.array([-1e4, -3.5, -0.2, 0.0, 0.7, 12.0, 3e5])
+  np.testing.assert_allclose(nets.symexp(nets.symlog(x)), x, rtol=1e-5)
+  encoded = nets.twohot_encode(x)
+  assert encoded.shape == (7, nets.NUM_BINS)
+  np.testing.assert_allclose(encoded.sum(-1), 1.0, rtol=1e-6)
+  assert int((encoded > 0).sum(-1).max()) <= 2  # at most two neighbouring bins
+  # Decoding logits that put the two-hot weights back gives the value again.
+  np.testing.assert_allclose(nets.symexp((encoded * nets.bins()).sum(-1)), x, rtol=1e-4, atol=1e-6)
+  logits = jnp.log(encoded + 1e-12)
+  np.testing.assert_allclose(nets.twohot_decode(logits), x, rtol=1e-3, atol=1e-5)
+
+
+def test_zero_init_heads_predict_zero_and_unimix_floor():
+  head = nets.Head(nets.NUM_BINS, 16, 1, zero_init=True)
+  feat = jax.random.normal(jax.random.key(0), (3, 10))
+  params = head.init(jax.random.key(1), feat)
+  np.testing.assert_allclose(nets.twohot_decode(head.apply(params, feat)), 0.0, atol=1e-5)
+  probs = jnp.exp(nets.unimix_logits(jnp.array([[100.0, 0.0, 0.0, 0.0]])))
+  assert float(probs.min()) == pytest.approx(0.01 / 4, rel=1e-4)
+
+
+def test_world_model_and_actor_shapes():
+  # Shapes by abstract evaluation (no compilation: seconds instead of a minute on 2 cores).
+  cfg = configs.agent_config('xs')
+  m = cfg.model
+  wm = wm_lib.build(m, action_dim=2, extra_heads=('density',), disag_heads=3)
+  params = jax.eval_shape(lambda k: wm_lib.init_params(wm, k, (64, 64)), jax.random.key(0))
+  b, t = 2, 3
+  image = jnp.zeros((b, t, 64, 64, 3), jnp.uint8)
+  post, prior = jax.eval_shape(
+      lambda p: wm_lib.observe(wm, p, image, jnp.zeros((b, t, 2)), jnp.ones((b, t), bool),
+                               jax.random.key(1)), params)
+  assert post['deter'].shape == (b, t, m.deter)
+  assert post['stoch'].shape == prior['logits'].shape == (b, t, m.stoch, m.classes)
+  feat_dim = m.deter + m.stoch * m.classes
+  assert jax.eval_shape(wm_lib.features, post).shape == (b, t, feat_dim)
+  feat = jnp.zeros((b, feat_dim))
+  recon = jax.eval_shape(lambda p: wm.apply({'params': p}, feat,
+                                            method=wm_lib.WorldModel.decode), params)
+  assert recon.shape == (b, 64, 64, 3)
+  pred = jax.eval_shape(lambda p: wm.apply({'params': p}, feat, jnp.zeros((b, 2)),
+                                           method=wm_lib.WorldModel.predict_next), params)
+  assert pred.shape == (3, b, m.stoch * m.classes)
+  assert rewards.disagreement(jnp.ones(pred.shape)).shape == (b,)
+  actor = ac.Actor(2, False, m.units, m.layers)
+  actor_params = jax.eval_shape(lambda k: actor.init(k, feat)['params'], jax.random.key(2))
+
+  def rollout(p, ap):
+    act = lambda f, k: ac.sample_action(actor, actor.apply({'params': ap}, f), k)
+    start = jax.tree.map(lambda x: jnp.zeros((b * t,) + x.shape[2:]), post)
+    return wm_lib.imagine(wm, p, act, start, 4, jax.random.key(3))
+
+  states, actions = jax.eval_shape(rollout, params, actor_params)
+  assert states['deter'].shape == (5, b * t, m.deter) and actions.shape == (5, b * t, 2)
+  # Straight-through one-hot samples are exact one-hots in the forward pass.
+  sample = nets.sample_onehot_st(jax.random.key(4), jnp.zeros((3, 8, 8)))
+  np.testing.assert_allclose(sample.sum(-1), 1.0, atol=1e-6)
+  assert set(np.unique(np.asarray(sample)).round(6)) <= {0.0, 1.0}
+
+
+def test_lambda_returns_hand_worked():
+  # Three imagined steps, discount 0.5, lambda 0.5; s_3 is terminal (c_3 = 0).
+  reward = jnp.array([1.0, 2.0, 3.0])  # r_1, r_2, r_3
+  cont = jnp.array([1.0, 1.0, 0.0])  # c_1, c_2, c_3
+  value = jnp.array([10.0, 20.0, 30.0, 40.0])  # v_0 .. v_3
+  # R_2 = 3 + 0.5*0*(...) = 3
+  # R_1 = 2 + 0.5*1*(0.5*30 + 0.5*3) = 10.25
+  # R_0 = 1 + 0.5*1*(0.5*20 + 0.5*10.25) = 8.5625
+  np.testing.assert_allclose(ac.lambda_returns(reward, cont, value, 0.5, 0.5),
+                             [8.5625, 10.25, 3.0])
+  # lambda = 0 is one-step TD; lambda = 1 is the discounted sum bootstrapped at the end.
+  np.testing.assert_allclose(ac.lambda_returns(reward, jnp.ones(3), value, 0.5, 0.0),
+                             [1 + 0.5 * 20, 2 + 0.5 * 30, 3 + 0.5 * 40])
+  np.testing.assert_allclose(ac.lambda_returns(reward, jnp.ones(3), value, 0.5, 1.0),
+                             [1 + 0.5 * 2 + 0.25 * 3 + 0.125 * 40,
+                              2 + 0.5 * 3 + 0.25 * 40, 3 + 0.5 * 40])
+  # Batched over trailing axes.
+  assert ac.lambda_returns(jnp.ones((15, 4)), jnp.ones((15, 4)), jnp.ones((16, 4)),
+                           0.997, 0.95).shape == (15, 4)
+
+
+def test_return_normaliser_tracks_percentiles_and_never_scales_up():
+  cfg = configs.agent_config('xs').ac
+  norm = jnp.zeros(2)
+  returns = jnp.linspace(0.0, 100.0, 101)
+  for _ in range(2000):
+    norm = ac.update_return_norm(norm, returns, cfg)
+  np.testing.assert_allclose(norm, [5.0, 95.0], rtol=1e-3)
+  assert float(ac.return_scale(norm)) == pytest.approx(90.0, rel=1e-3)
+  assert float(ac.return_scale(jnp.array([0.1, 0.3]))) == 1.0
+
+
+def _stream_steps(n_envs, t):
+  """Frames whose mean pixel value encodes (env, step): env * 50 + t."""
+  image = np.zeros((n_envs, 64, 64, 3), np.uint8) + (np.arange(n_envs) * 50 + t).astype(
+      np.uint8)[:, None, None, None]
+  return {'image': image, 'action': np.full((n_envs, 1), t, np.float32),
+          'reward': np.full(n_envs, t, np.float32), 'is_first': np.full(n_envs, t == 0),
+          'density': np.zeros(n_envs, np.float32)}
+
+
+def test_replay_sequences_are_contiguous_and_survive_save_load(tmp_path):
+  replay = Replay(capacity=20, num_envs=2)  # 10 steps per stream: the ring wraps
+  for t in range(14):
+    replay.add(_stream_steps(2, t))
+  assert len(replay) == 20 and list(replay.oldest()) == [4, 4]
+  batch = replay.sample(16, 5, np.random.default_rng(0))
+  assert batch['image'].shape == (16, 5, 64, 64, 3)
+  steps = batch['action'][..., 0]
+  np.testing.assert_array_equal(np.diff(steps, axis=1), 1)  # consecutive steps, in order
+  assert steps.min() >= 4 and steps.max() <= 13
+  replay.save(tmp_path / 'r.npz')
+  restored = Replay(capacity=20, num_envs=2)
+  restored.load(tmp_path / 'r.npz')
+  np.testing.assert_array_equal(restored.count, replay.count)
+  for key in replay.data:
+    np.testing.assert_array_equal(restored.data[key], replay.data[key])
+  with pytest.raises(ValueError, match='replay_capacity'):
+    Replay(capacity=30, num_envs=2).load(tmp_path / 'r.npz')
+
+
+def test_viper_labels_align_with_arrival_frames():
+  """Replay step t's density label = likelihood_fn(frames)[:, t] (reward for arriving at x_t)."""
+  replay = Replay(capacity=100, num_envs=2)
+  for t in range(13):
+    replay.add(_stream_steps(2, t), ready=False)
+  calls = []
+
+  def fake_likelihood(frames):  # uint8 [B, T, H, W, 3] -> [B, T]: the frame's mean pixel
+    calls.append(frames.shape)
+    return frames.astype(np.float32).mean((2, 3, 4))
+
+  loop.label_episodes(replay, fake_likelihood, [(0, 0, 13), (1, 3, 10)], pad_to=8)
+  assert calls == [(2, 16, 64, 64, 3)]  # one batched call, padded at the end to 16
+  np.testing.assert_allclose(replay.read('density', 0, 0, 13), np.arange(13))
+  np.testing.assert_allclose(replay.read('density', 1, 3, 10), 50 + np.arange(3, 10))
+  assert replay.read('density', 1, 0, 3).sum() == 0  # outside the segment: untouched
+  with pytest.raises(FloatingPointError, match='non-finite'):
+    loop.label_episodes(replay, lambda f: np.full(f.shape[:2], np.nan), [(0, 0, 5)], 8)
+
+
+def test_amp_reward_is_for_arriving_at_the_second_frame_of_a_pair():
+  disc = rewards.Discriminator(depth=4)
+  params = jax.jit(disc.init)(jax.random.key(0), jnp.zeros((1, 64, 64, 6)))['params']
+  image = np.random.default_rng(0).integers(0, 255, (2, 4, 64, 64, 3)).astype(np.uint8)
+  is_first = np.zeros((2, 4), bool)
+  is_first[1, 2] = True
+  reward, mask = jax.jit(lambda p, i, f: rewards.amp_rewards(disc, p, i, f))(params, image,
+                                                                              is_first)
+  np.testing.assert_array_equal(mask, [[0, 1, 1, 1], [0, 1, 0, 1]])
+  pair = np.concatenate([image[0, 1], image[0, 2]], -1)[None]
+  expected = jax.nn.softplus(jax.jit(disc.apply)({'params': params}, pair))[0]
+  assert float(reward[0, 2]) == pytest.approx(float(expected), rel=1e-5)
+  assert float(reward[1, 2]) == 0.0

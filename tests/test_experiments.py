@@ -1,0 +1,48 @@
+"""Every paper task's experiment config builds and validates (no training)."""
+import pytest
+
+from viper_jax import config_sections, configs
+from viper_jax.reward import likelihood
+from viper_jax.video import train_prior
+
+
+
+def _tasks(path):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location('exp', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+DMC_TASKS = _tasks('experiments/dmc.py').DMC_TASKS
+ATARI_GAMES = _tasks('experiments/atari.py').ATARI_GAMES
+
+
+@pytest.mark.parametrize('spec,tokens', [(f'experiments/dmc.py:{t}', 64) for t in DMC_TASKS] +
+                         [('experiments/dmc.py:all', 64)] +
+                         [(f'experiments/atari.py:{g}', 256) for g in ATARI_GAMES] +
+                         [('experiments/atari.py:all', 256)] +
+                         [('experiments/quickstart.py', 64)])
+def test_paper_configs_build_and_validate(spec, tokens):
+  config = configs.load_config(spec)
+  config_sections.validate(config)
+  tasks = likelihood.task_names(config)
+  prior = train_prior.build_prior(config, len(tasks))
+  assert prior.tokens_per_frame == tokens
+  if spec.endswith(':all'):
+    assert len(tasks) == (len(DMC_TASKS) if 'dmc' in spec else len(ATARI_GAMES))
+  if 'dmc.py' in spec:
+    assert (prior.num_layers, prior.width, prior.context) == (8, 256, 16)
+    assert prior.task_conditioning
+  if 'atari.py' in spec:
+    assert (prior.width, prior.context, config.prior.frame_skip) == (512, 4, 4)
+    assert not prior.task_conditioning and config.data.mask_score
+
+
+def test_unknown_task_is_a_clear_error():
+  with pytest.raises(ValueError, match='unknown DMC task'):
+    configs.load_config('experiments/dmc.py:cartpole-fly')
+  config = configs.load_config('experiments/quickstart.py:dmc:cartpole-fly')
+  with pytest.raises(configs.ConfigError, match='unknown task'):
+    config_sections.validate(config)

@@ -1,0 +1,206 @@
+"""The agent: networks + optimisers, and the two pure functions the loop jits.
+
+  train_step(state, batch, key) -> (state, metrics)
+  policy(state, carry, obs, key, mode) -> (action [N, A], carry)
+
+`state` is a dict pytree (params, optimiser states, slow critics, return normalisers); `carry` is
+the per-environment (latent, previous action) that the policy threads through an episode.
+
+Reward terms per `reward_source` (each its own critic and return normaliser):
+  env: 'env' (the reward head)          viper: 'density' (head learning the VIPER reward)
+  viper+disag: 'density' and 'disag'    amp: 'amp' (head learning the discriminator reward)
+The reward head always learns the task reward, so the true return is known whatever the source.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from viper_jax.agent import actor_critic as ac
+from viper_jax.agent import rewards as rewards_lib
+from viper_jax.agent import world_model as wm_lib
+from viper_jax.agent.configs import REWARD_SOURCES
+
+sg = jax.lax.stop_gradient
+
+TERMS = {'env': ('env',), 'viper': ('density',), 'viper+disag': ('density', 'disag'),
+         'amp': ('amp',)}
+
+
+def _optimizer(lr, eps, clip):
+  return optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr, eps=eps))
+
+
+class Agent:
+  """Static structure (modules, optimisers, config); all state lives in the pytrees it returns."""
+
+  def __init__(self, config, action_dim: int, discrete: bool, image_size=(64, 64)):
+    if config.reward_source not in REWARD_SOURCES:
+      raise ValueError(f'agent.reward_source must be one of {REWARD_SOURCES}, got '
+                       f'{config.reward_source!r}')
+    self.config = config
+    self.action_dim, self.discrete = int(action_dim), bool(discrete)
+    self.image_size = tuple(image_size)
+    self.terms = TERMS[config.reward_source]
+    self.weights = {t: float(config.reward_weights[t]) for t in self.terms}
+    extra = [t for t in self.terms if t in ('density', 'amp')]
+    m = config.model
+    self.wm = wm_lib.build(m, self.action_dim, extra_heads=extra,
+                           disag_heads=config.disag_heads if 'disag' in self.terms else 0,
+                           image_size=self.image_size)
+    self.actor = ac.Actor(self.action_dim, self.discrete, m.units, m.layers, config.ac.min_std,
+                          config.ac.max_std, m.unimix)
+    self.critic = ac.Critic(m.units, m.layers)
+    self.disc = rewards_lib.Discriminator(config.amp.depth) if 'amp' in self.terms else None
+    o = config.opt
+    self.wm_opt = _optimizer(o.wm_lr, o.wm_eps, o.wm_clip)
+    self.actor_opt = _optimizer(o.ac_lr, o.ac_eps, o.ac_clip)
+    self.critic_opt = _optimizer(o.ac_lr, o.ac_eps, o.ac_clip)
+    self.disc_opt = optax.adam(o.disc_lr)
+
+  @property
+  def feat_dim(self) -> int:
+    m = self.config.model
+    return m.deter + m.stoch * m.classes
+
+  def init(self, key) -> dict:
+    k_wm, k_actor, k_critic, k_disc = jax.random.split(key, 4)
+    wm = wm_lib.init_params(self.wm, k_wm, self.image_size)
+    feat = jnp.zeros((1, self.feat_dim))
+    actor = self.actor.init(k_actor, feat)['params']
+    critic = {t: self.critic.init(jax.random.fold_in(k_critic, i), feat)['params']
+              for i, t in enumerate(self.terms)}
+    state = {
+        'wm': wm, 'wm_opt': self.wm_opt.init(wm),
+        'actor': actor, 'actor_opt': self.actor_opt.init(actor),
+        'critic': critic, 'slow_critic': jax.tree.map(jnp.copy, critic),
+        'critic_opt': self.critic_opt.init(critic),
+        'norm': {t: jnp.zeros(2) for t in self.terms},
+        'updates': jnp.zeros((), jnp.int32),
+    }
+    if self.disc is not None:
+      pairs = jnp.zeros((1, *self.image_size, 6), jnp.float32)
+      state['disc'] = self.disc.init(k_disc, pairs)['params']
+      state['disc_opt'] = self.disc_opt.init(state['disc'])
+    return state
+
+  # ---------------------------------------------------------------- acting
+
+  def initial_carry(self, num: int):
+    """Zeros: the first step of every environment is_first, which resets to the learned state."""
+    m = self.config.model
+    latent = {'deter': jnp.zeros((num, m.deter)), 'stoch': jnp.zeros((num, m.stoch, m.classes)),
+              'logits': jnp.zeros((num, m.stoch, m.classes))}
+    return latent, jnp.zeros((num, self.action_dim))
+
+  def policy(self, state, carry, obs, key, mode=False):
+    """One step for N environments.
+
+    carry: (latent dict [N, ...], previous action [N, A]), see initial_carry;
+    obs: image uint8 [N, H, W, 3], is_first bool [N]; mode: bool (may be a traced array),
+    greedy actions instead of samples. Returns (action [N, A], carry): continuous actions in
+    [-1, 1], discrete ones one-hot.
+    """
+    k1, k2 = jax.random.split(key)
+    apply = lambda method, *a: self.wm.apply({'params': state['wm']}, *a, method=method)
+    latent, prev_action = carry
+    embed = apply(wm_lib.WorldModel.encode, obs['image'])
+    post, _ = apply(wm_lib.WorldModel.obs_step, latent, prev_action, embed, obs['is_first'], k1)
+    dist = self.actor.apply({'params': state['actor']}, wm_lib.features(post))
+    action = ac.sample_action(self.actor, dist, k2, mode)
+    return action, (post, action)
+
+  # ---------------------------------------------------------------- learning
+
+  def _imagined_rewards(self, wm_params, feat, actions):
+    """{term: [H, N]} rewards for arriving at s_1..s_H."""
+    head = lambda name: wm_lib.nets.twohot_decode(self.wm.apply(
+        {'params': wm_params}, name, feat[1:], method=wm_lib.WorldModel.head))
+    out = {}
+    for term in self.terms:
+      if term == 'disag':
+        pred = self.wm.apply({'params': wm_params}, sg(feat[:-1]), sg(actions[:-1]),
+                             method=wm_lib.WorldModel.predict_next)
+        out[term] = rewards_lib.disagreement(pred)
+      else:
+        out[term] = head('reward' if term == 'env' else term)
+    return out
+
+  def train_step(self, state, batch, key):
+    """One update of world model, actor, critics (and discriminator).
+
+    batch: image uint8 [B, T, H, W, 3], action float [B, T, A], reward, is_first, is_last,
+    is_terminal [B, T]; 'density' float [B, T] for the viper sources; 'expert' uint8
+    [M, H, W, 6] frame pairs for 'amp'.
+    """
+    cfg = self.config
+    k_wm, k_img = jax.random.split(key)
+    metrics = {}
+    targets = {}
+    if 'density' in self.terms:
+      targets['density'] = (batch['density'], jnp.ones_like(batch['density']))
+    if self.disc is not None:
+      targets['amp'] = rewards_lib.amp_rewards(self.disc, state['disc'], batch['image'],
+                                               batch['is_first'])
+
+    # World model.
+    (_, (post, wm_metrics)), grads = jax.value_and_grad(wm_lib.loss, argnums=1, has_aux=True)(
+        self.wm, state['wm'], batch, k_wm, cfg.model, targets)
+    updates, wm_opt = self.wm_opt.update(grads, state['wm_opt'], state['wm'])
+    wm_params = optax.apply_updates(state['wm'], updates)
+    metrics.update(wm_metrics)
+    metrics['wm/grad_norm'] = optax.tree.norm(grads)
+
+    # Actor: imagine from every posterior state of the batch.
+    start = jax.tree.map(lambda x: sg(x.reshape((-1,) + x.shape[2:])), post)
+    start_cont = 1.0 - batch['is_terminal'].reshape(-1).astype(jnp.float32)
+
+    def actor_objective(actor_params):
+      act_fn = lambda feat, k: ac.sample_action(
+          self.actor, self.actor.apply({'params': actor_params}, sg(feat)), k)
+      states, actions = wm_lib.imagine(self.wm, wm_params, act_fn, start, cfg.ac.horizon, k_img)
+      feat = wm_lib.features(states)
+      rewards = self._imagined_rewards(wm_params, feat, actions)
+      cont_logit = self.wm.apply({'params': wm_params}, 'cont', feat[1:],
+                                 method=wm_lib.WorldModel.head)[..., 0]
+      cont = jnp.concatenate([start_cont[None], (cont_logit > 0).astype(jnp.float32)], 0)
+      values = {t: ac.critic_value(self.critic, state['critic'][t], feat) for t in self.terms}
+      loss, aux = ac.actor_loss(self.actor, actor_params, feat, actions, rewards, cont, values,
+                                state['norm'], self.weights, cfg.ac)
+      return loss, (sg(feat), aux)
+
+    (_, (feat, (returns, norms, traj_weight, ac_metrics))), grads = jax.value_and_grad(
+        actor_objective, has_aux=True)(state['actor'])
+    updates, actor_opt = self.actor_opt.update(grads, state['actor_opt'], state['actor'])
+    actor = optax.apply_updates(state['actor'], updates)
+    metrics.update(ac_metrics)
+
+    # Critics, one per reward term.
+    def critic_objective(critic_params):
+      losses = {t: ac.critic_loss(self.critic, critic_params[t], state['slow_critic'][t], feat,
+                                  returns[t], traj_weight, cfg.ac) for t in self.terms}
+      return sum(losses.values()), losses
+
+    (_, critic_losses), grads = jax.value_and_grad(critic_objective, has_aux=True)(state['critic'])
+    updates, critic_opt = self.critic_opt.update(grads, state['critic_opt'], state['critic'])
+    critic = optax.apply_updates(state['critic'], updates)
+    metrics.update({f'ac/{t}_critic_loss': l for t, l in critic_losses.items()})
+
+    new_state = {
+        'wm': wm_params, 'wm_opt': wm_opt, 'actor': actor, 'actor_opt': actor_opt,
+        'critic': critic, 'slow_critic': ac.ema(state['slow_critic'], critic,
+                                                cfg.ac.slow_critic_rate),
+        'critic_opt': critic_opt, 'norm': norms, 'updates': state['updates'] + 1,
+    }
+    if self.disc is not None:
+      (_, disc_metrics), grads = jax.value_and_grad(
+          rewards_lib.discriminator_loss, argnums=1, has_aux=True)(
+              self.disc, state['disc'], batch['image'], batch['is_first'], batch['expert'],
+              cfg.amp.grad_penalty)
+      updates, disc_opt = self.disc_opt.update(grads, state['disc_opt'], state['disc'])
+      new_state['disc'] = optax.apply_updates(state['disc'], updates)
+      new_state['disc_opt'] = disc_opt
+      metrics.update(disc_metrics)
+    metrics['loss'] = metrics['wm/loss']
+    return new_state, metrics

@@ -1,0 +1,76 @@
+"""The sections every experiment config has, with their defaults, for experiments/*.py to share.
+
+An experiment config is one ConfigDict: task, seed, env, collect, data, tokenizer, prior, reward,
+agent. `experiment(task, ...)` builds it; experiment files override what differs. Only
+ml_collections and the preset modules are imported, so loading a config stays fast.
+"""
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+from viper_jax.agent.configs import agent_config
+from viper_jax.video import presets
+
+
+def experiment(task: str, *, tokenizer: str, prior: str, agent: str,
+               tasks: tuple[str, ...] = ()) -> ml_collections.ConfigDict:
+  """A full experiment config for `task` with the given preset sizes.
+
+  tasks: the tasks of one task-conditioned video model ((): just `task`); `task` is then the one
+  the agent trains on and is scored as.
+  """
+  config = ml_collections.ConfigDict()
+  config.task = task
+  config.seed = 0
+
+  config.env = ml_collections.ConfigDict()
+  config.env.size = (64, 64)
+  config.env.action_repeat = config_dict.placeholder(int)  # None: DMC 2, Atari 4 (frameskip)
+  config.env.time_limit = config_dict.placeholder(int)  # agent steps; None: the suite's episode
+
+  config.collect = ml_collections.ConfigDict()
+  config.collect.policy = 'expert'  # 'expert' | 'random' | 'agent:<checkpoint dir>'
+  config.collect.train_noise_levels = (0.0,)
+  config.collect.test_noise_levels = (0.0, 0.25, 0.5, 0.75)
+  config.collect.train_episodes = 8  # per train noise level
+  config.collect.test_episodes = 1  # per test noise level
+  config.collect.random_test_episodes = 2
+  config.collect.workers = 2
+  config.collect.root = config_dict.placeholder(str)  # default: <workdir>/episodes
+
+  # Which episodes the video model learns from.
+  config.data = ml_collections.ConfigDict()
+  config.data.root = config_dict.placeholder(str)  # episode store; default: <workdir>/episodes
+  config.data.tasks = tuple(tasks)  # tasks of one (task-conditioned) model; () means (task,)
+  config.data.max_noise = 0.0  # only expert episodes up to this noise level
+  config.data.mask_score = True  # Atari score regions zeroed before tokenizing and scoring
+
+  config.tokenizer = presets.tokenizer(tokenizer)
+  config.prior = presets.prior(prior)
+  config.reward = presets.reward()
+  config.agent = agent_config(agent)
+  return config
+
+
+def validate(config) -> None:
+  """Checks a whole experiment config without training anything; raises ConfigError/ValueError
+  naming the field. Every stage also checks its own section when it starts."""
+  from viper_jax import configs, envs
+  from viper_jax.agent.configs import REWARD_SOURCES
+  from viper_jax.reward import likelihood
+  from viper_jax.video import train_prior
+  train_prior.validate_config(config)  # env, tokenizer and prior sections
+  likelihood._validate_reward_cfg(config.reward)
+  for task in likelihood.task_names(config):
+    if task not in envs.env_names():
+      raise configs.ConfigError(f'unknown task {task!r} (see `viper envs`)')
+  if not str(config.collect.policy).startswith(('expert', 'random', 'agent:')):
+    raise configs.ConfigError("collect.policy must be 'expert', 'random' or 'agent:<dir>', got "
+                              f'{config.collect.policy!r}')
+  if config.agent.reward_source not in REWARD_SOURCES:
+    raise configs.ConfigError(f'agent.reward_source must be one of {REWARD_SOURCES}, got '
+                              f'{config.agent.reward_source!r}')
+  unknown = set(config.agent.reward_weights.keys()) - {'env', 'density', 'disag', 'amp'}
+  if unknown:
+    raise configs.ConfigError(f'agent.reward_weights has unknown terms {sorted(unknown)}')
