@@ -53,6 +53,19 @@ def _train_prior():
         f"bits/token (uniform: {result['uniform_bits_per_token']:.3f})")
 
 
+def _train_agent():
+  config = _require_config('train-agent')
+  from viper_jax import pipeline
+  try:
+    summary = pipeline.train_agent(config, _workdir('train-agent'))
+  except ValueError as e:
+    raise app.UsageError(str(e))
+  counters = summary['counters']
+  eval_return = summary['eval_return']
+  print(f"agent: {counters['env_steps']} env steps, {counters['updates']} updates, "
+        f"eval return {float('nan') if eval_return is None else eval_return:.1f}")
+
+
 def _reward_stats():
   from viper_jax.reward import expert_stats
   stats = expert_stats.run(_require_config('reward-stats'), _workdir('reward-stats'))
@@ -69,6 +82,22 @@ def _reward_check():
   for group, g in result['groups'].items():
     print(f"  {group:<10} {g['episodes']:>3} episodes  mean reward {g['mean_reward']:9.2f}  "
           f"true return {g['true_return']:8.1f}")
+
+
+def _quickstart():
+  import os
+  from viper_jax import pipeline
+  config = _CONFIG.value
+  if config is None:  # the embedded default: experiments/quickstart.py of this checkout
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        'experiments', 'quickstart.py')
+    config = configs.load_config(path)
+  pipeline.run(config, _WORKDIR.value or 'runs/quickstart')
+
+
+def _report():
+  from viper_jax import report
+  print(f'report: {report.build(_workdir("report"))}')
 
 
 def _import_reference():
@@ -93,11 +122,16 @@ def _config():
 
 # name -> (function, one-line description); `viper --help` lists these.
 COMMANDS = {
+    'quickstart': (_quickstart, 'the whole method end to end on one DMC task, CPU-sized: collect, '
+                   'tokenizer, prior, reward check, agent, report (default --workdir=runs/quickstart)'),
+    'report': (_report, 'write <workdir>/report/report.html (+ PNGs) from what the stages wrote'),
     'collect': (_collect, 'collect expert/noisy/random episodes of a task into <workdir>/episodes'),
     'train-tokenizer': (_train_tokenizer,
                         'train the VQ-GAN tokenizer on expert frames (<workdir>/tokenizer)'),
     'train-prior': (_train_prior,
                     'tokenize the episodes and train the video prior (<workdir>/prior)'),
+    'train-agent': (_train_agent, 'train the DreamerV3 agent with config.agent.reward_source '
+                    '(env, viper, viper+disag, amp) (<workdir>/agent)'),
     'reward-stats': (_reward_stats, 'expert statistics of the VIPER reward for reward.scale '
                      '(<workdir>/reward/expert_stats.json)'),
     'reward-check': (_reward_check, 'score held-out expert/noisy/random episodes: Spearman, AUROC '

@@ -1,0 +1,144 @@
+"""Chains the stages of a VIPER experiment in one workdir; finished stages are skipped.
+
+Stages, in order (each is also a `viper` command of its own):
+  collect          scripted-expert, noisy and random episodes     -> episodes/
+  train-tokenizer  VQ-GAN on expert frames                        -> tokenizer/
+  train-prior      token cache + video prior                      -> prior/
+  reward-stats     expert statistics of the reward (for scaling)  -> reward/expert_stats.json
+  reward-check     held-out expert vs noisy vs random episodes    -> reward/check.json
+  train-agent      DreamerV3 with the VIPER reward                -> agent/
+  report           report.html and PNGs                           -> report/
+A stage that finishes writes <workdir>/pipeline/<stage>.json; a rerun skips it. A stage killed
+midway resumes from its own checkpoints. The report is rebuilt on every run, so a second run of a
+finished pipeline only rebuilds the report.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Callable
+
+from etils import epath
+
+STAGES = ('collect', 'train-tokenizer', 'train-prior', 'reward-stats', 'reward-check',
+          'train-agent')
+
+
+def _collect(config, workdir):
+  from viper_jax.data import collect
+  summary = collect.run(config, workdir)
+  return summary if isinstance(summary, dict) else {}
+
+
+def _train_tokenizer(config, workdir):
+  from viper_jax.video import train_tokenizer
+  return train_tokenizer.run(config, workdir)
+
+
+def _train_prior(config, workdir):
+  from viper_jax.video import train_prior
+  return train_prior.run(config, workdir)
+
+
+def _reward_stats(config, workdir):
+  from viper_jax.reward import expert_stats
+  return expert_stats.run(config, workdir)
+
+
+def _reward_check(config, workdir):
+  from viper_jax.reward import check
+  result = check.run(config, workdir)
+  return {k: v for k, v in result.items() if k != 'per_episode'}
+
+
+def viper_likelihood_fn(config, reward_checkpoint):
+  """frames uint8 [B, T, H, W, 3] -> float32 [B, T] of the reward model in `reward_checkpoint`,
+  for the agent's task (agent.reward_task, default config.task). The agent never imports the
+  reward library; it gets this function."""
+  import numpy as np
+  from viper_jax import reward
+  model = reward.load(reward_checkpoint)
+  task = config.agent.reward_task or config.task
+  if task not in model.task_names:
+    raise ValueError(f'task {task!r} is not one of the reward model\'s tasks {model.task_names}; '
+                     'set --config.agent.reward_task')
+  task_id = model.task_id(task)
+  return lambda frames: model.log_likelihood(frames, np.full(len(frames), task_id, np.int32))
+
+
+def train_agent(config, workdir) -> dict:
+  """Trains (or resumes) the agent in <workdir>/agent; writes and returns agent/result.json.
+
+  The 'viper*' reward sources use the reward model in agent.reward_checkpoint, or in `workdir`
+  itself when that holds a trained prior (the pipeline's layout).
+  """
+  from viper_jax.agent import loop
+  root = epath.Path(workdir)
+  likelihood_fn = None
+  if config.agent.reward_source.startswith('viper'):
+    checkpoint = config.agent.reward_checkpoint
+    if not checkpoint and (root / 'prior' / 'config.json').exists():
+      checkpoint = str(root)
+    if not checkpoint:
+      raise ValueError(f'agent.reward_source={config.agent.reward_source!r} needs a trained '
+                       'VIPER reward model: --config.agent.reward_checkpoint=DIR, or run '
+                       'train-tokenizer and train-prior in this workdir first')
+    likelihood_fn = viper_likelihood_fn(config, checkpoint)
+  result = loop.run(config, root / 'agent', likelihood_fn)
+  evaluation = {k: float(v) for k, v in (result['eval'] or {}).items()}
+  summary = dict(counters=dict(result['counters']), seconds=float(result['seconds']),
+                 reward_seconds=float(result['reward_seconds']),
+                 eval_return=evaluation.get('eval/return'), eval=evaluation,
+                 reward_source=config.agent.reward_source)
+  path = root / 'agent' / 'result.json'
+  temp = path.parent / f'{path.name}.tmp-{uuid.uuid4().hex}'
+  temp.write_text(json.dumps(summary, indent=2))
+  temp.replace(path)
+  return summary
+
+
+def _train_agent(config, workdir):
+  return train_agent(config, workdir)
+
+
+RUNNERS: dict[str, Callable] = {
+    'collect': _collect, 'train-tokenizer': _train_tokenizer, 'train-prior': _train_prior,
+    'reward-stats': _reward_stats, 'reward-check': _reward_check, 'train-agent': _train_agent,
+}
+
+
+def _marker(workdir: epath.Path, stage: str) -> epath.Path:
+  return workdir / 'pipeline' / f'{stage}.json'
+
+
+def _write_marker(workdir: epath.Path, stage: str, result: dict, seconds: float) -> None:
+  path = _marker(workdir, stage)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  temp = path.parent / f'{path.name}.tmp-{uuid.uuid4().hex}'
+  temp.write_text(json.dumps({'stage': stage, 'seconds': seconds, 'result': result},
+                             default=lambda o: repr(o)))
+  temp.replace(path)
+
+
+def run(config, workdir, stages=STAGES, log: Callable[[str], None] = print) -> dict:
+  """Runs the missing stages in order, then rebuilds the report. Returns {stage: marker dict}."""
+  from viper_jax import report
+  workdir = epath.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  done = {}
+  for stage in stages:
+    marker = _marker(workdir, stage)
+    if marker.exists():
+      done[stage] = json.loads(marker.read_text())
+      log(f'[{stage}] done before ({done[stage]["seconds"]:.0f} s): skipped')
+      continue
+    log(f'[{stage}] running')
+    start = time.time()
+    result = RUNNERS[stage](config, str(workdir)) or {}
+    _write_marker(workdir, stage, result, time.time() - start)
+    done[stage] = json.loads(marker.read_text())
+    log(f'[{stage}] finished in {done[stage]["seconds"]:.0f} s')
+  path = report.build(workdir)
+  log(f'[report] {path}')
+  return done
