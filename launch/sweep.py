@@ -7,8 +7,9 @@
   python launch/sweep.py --sweep=context -- --config.prior.train.steps=1000   # extra overrides
 
 Each run gets its own workdir <root>/<sweep>/<run> holding config.json (the full resolved config)
-beside its results and a log per run (sweep.log). A run's stages are `viper` commands chained with
-&&; every stage resumes by itself, so rerunning a sweep finishes what is missing.
+beside its results and a log per run (sweep.log). A run is one `viper pipeline --stages=...`
+command; finished stages are skipped and a killed one resumes, so rerunning a sweep finishes what
+is missing.
 """
 from __future__ import annotations
 
@@ -65,18 +66,16 @@ def expand(name: str, sweep: dict) -> list[dict]:
   return runs
 
 
-def stage_argv(stage: str, base: str, overrides: dict, workdir: str, extra: list[str]) -> list[str]:
-  return ([stage, f'--config={base}'] + [f'--config.{k}={format_value(v)}'
-                                          for k, v in overrides.items()]
+def run_argv(sweep: dict, run: dict, workdir: str, extra: list[str]) -> list[str]:
+  """`viper` arguments of a run: one pipeline command doing the sweep's stages in order."""
+  return (['pipeline', f'--config={sweep["base"]}', f'--stages={",".join(sweep["stages"])}']
+          + [f'--config.{k}={format_value(v)}' for k, v in run['overrides'].items()]
           + list(extra) + [f'--workdir={workdir}'])
 
 
 def run_command(sweep: dict, run: dict, workdir: str, extra: list[str]) -> str:
-  """One shell line running every stage of a run in order."""
-  return ' && '.join(
-      'viper ' + ' '.join(shlex.quote(a) for a in stage_argv(s, sweep['base'], run['overrides'],
-                                                                workdir, extra))
-      for s in sweep['stages'])
+  """The shell line of a run."""
+  return 'viper ' + ' '.join(shlex.quote(a) for a in run_argv(sweep, run, workdir, extra))
 
 
 def save_config(sweep: dict, run: dict, workdir: str, extra: list[str]) -> None:
@@ -110,20 +109,16 @@ def _parse(text: str, current):
 
 
 def execute(sweep: dict, run: dict, workdir: str, extra: list[str]) -> tuple[str, int]:
-  """Runs a run's stages one after another (stops at the first failure); returns (name, code)."""
+  """Runs a run's stages (one `viper pipeline` process); returns (name, exit code)."""
   save_config(sweep, run, workdir, extra)
   log_path = os.path.join(workdir, 'sweep.log')
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get('PYTHONPATH', '')]))
+  argv = [sys.executable, '-m', 'viper_jax.cli'] + run_argv(sweep, run, workdir, extra)
   with open(log_path, 'a') as log:
-    for stage in sweep['stages']:
-      argv = [sys.executable, '-m', 'viper_jax.cli'] + stage_argv(
-          stage, sweep['base'], run['overrides'], workdir, extra)
-      log.write(f'$ {" ".join(shlex.quote(a) for a in argv)}\n')
-      log.flush()
-      code = subprocess.call(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
-      if code:
-        return run['name'], code
-  return run['name'], 0
+    log.write(f'$ {" ".join(shlex.quote(a) for a in argv)}\n')
+    log.flush()
+    code = subprocess.call(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+  return run['name'], code
 
 
 def _read_json(path: str) -> dict:

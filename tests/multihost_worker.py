@@ -40,6 +40,14 @@ def tiny_config():
   return config
 
 
+def barrier(name: str) -> None:
+  """Waits for every process. Cross-process collectives (gloo) give up after 30 s, and on a loaded
+  2-core machine one process can still be compiling that long: meet before each of them."""
+  if num_processes > 1:
+    from jax._src import distributed
+    distributed.global_state.client.wait_at_barrier(name, timeout_in_ms=600_000)
+
+
 def main():
   assert jax.device_count() == 4 and jax.process_count() == num_processes
   mesh = parallel.make_mesh()
@@ -48,24 +56,30 @@ def main():
 
   # Reward: this host's rows of a fixed batch of 4 trajectories.
   frames = np.stack([synthetic_episode(i, 6, 32)['image'] for i in range(4)])
-  model = reward.RewardModel.init(config, seed=1, mesh=mesh)
+  params = reward.RewardModel.init(config, seed=1).params
+  barrier('reward')
+  model = reward.RewardModel(config, params, mesh=mesh)  # replicates params: a collective check
   lp = np.asarray(model.log_likelihood(frames[rows]))
 
   # Prior: three data-parallel train steps; this host feeds its rows of each global batch.
   prior = train_prior.build_prior(config, num_tasks=1)
   tcfg = config.prior.train
-  state = parallel.put_replicated(train_prior.init_state(prior, tcfg, jax.random.key(0), 3), mesh)
+  state = train_prior.init_state(prior, tcfg, jax.random.key(0), 3)
+  barrier('state')
+  state = parallel.put_replicated(state, mesh)
   replicated, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
   step = jax.jit(train_prior.make_train_step(prior, tcfg), in_shardings=(replicated, data, replicated),
                  out_shardings=(replicated, replicated))
   rng = np.random.default_rng(0)
+  batches = [{'codes': rng.integers(0, 32, (8, 3, prior.tokens_per_frame)).astype(np.int32),
+              'task_id': np.zeros((8,), np.int32)} for _ in range(3)]
+  host_rows = parallel.host_shard(8)
+  batches = [parallel.put_batch({k: v[host_rows] for k, v in b.items()}, mesh) for b in batches]
+  step = step.lower(state, batches[0], jax.random.key(0)).compile()  # compile before meeting
+  barrier('train')
   losses = []
-  for i in range(3):
-    batch = {'codes': rng.integers(0, 32, (8, 3, prior.tokens_per_frame)).astype(np.int32),
-             'task_id': np.zeros((8,), np.int32)}
-    host_rows = parallel.host_shard(8)
-    local = {k: v[host_rows] for k, v in batch.items()}
-    state, metrics = step(state, parallel.put_batch(local, mesh), jax.random.key(i))
+  for i, batch in enumerate(batches):
+    state, metrics = step(state, batch, jax.random.key(i))
     losses.append(float(metrics['loss']))
   params = [np.asarray(x.addressable_data(0)) for x in jax.tree.leaves(state['params'])]
   np.savez(os.path.join(out_dir, f'process{process_id}.npz'), lp=lp, losses=np.array(losses),

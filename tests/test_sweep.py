@@ -36,9 +36,8 @@ def test_dry_run_prints_one_valid_command_per_run(name, tmp_path):
   assert len(lines) == len(runs) >= 2
   assert len({r['name'] for r in runs}) == len(runs)  # distinct workdirs
   for line, run in zip(lines, runs):
-    assert line.startswith('viper collect --config=') and f'/{name}/{run["name"]}' in line
-    for stage in sweeps[name]['stages']:
-      assert f'viper {stage} ' in line
+    assert line.startswith('viper pipeline --config=') and f'/{name}/{run["name"]}' in line
+    assert f'--stages={",".join(sweeps[name]["stages"])}' in line
     # The overrides name real config fields with values of the right type: save_config checks.
     sweep.save_config(sweeps[name], run, str(tmp_path / run['name']), [])
     saved = json.loads((tmp_path / run['name'] / 'config.json').read_text())

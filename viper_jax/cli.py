@@ -19,6 +19,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for outputs, checkpoints and logs.')
 _SRC = flags.DEFINE_string('src', None, 'import-reference: folder of the reference dataset.')
 _SUITE = flags.DEFINE_string('suite', 'dmc', 'import-reference: suite of the imported tasks.')
+_STAGES = flags.DEFINE_list('stages', None, 'pipeline: stages to run, in order (default: all of '
+                            'collect, train-tokenizer, train-prior, reward-stats, reward-check, '
+                            'train-agent).')
 
 
 def _require_config(command: str):
@@ -95,6 +98,15 @@ def _quickstart():
   pipeline.run(config, _WORKDIR.value or 'runs/quickstart')
 
 
+def _pipeline():
+  from viper_jax import pipeline
+  stages = tuple(_STAGES.value or pipeline.STAGES)
+  unknown = [s for s in stages if s not in pipeline.STAGES]
+  if unknown:
+    raise app.UsageError(f'unknown stages {unknown}; choose from {", ".join(pipeline.STAGES)}')
+  pipeline.run(_require_config('pipeline'), _workdir('pipeline'), stages=stages)
+
+
 def _report():
   from viper_jax import report
   print(f'report: {report.build(_workdir("report"))}')
@@ -124,6 +136,8 @@ def _config():
 COMMANDS = {
     'quickstart': (_quickstart, 'the whole method end to end on one DMC task, CPU-sized: collect, '
                    'tokenizer, prior, reward check, agent, report (default --workdir=runs/quickstart)'),
+    'pipeline': (_pipeline, 'run the stages of an experiment in one workdir, skipping finished '
+                 'ones (--stages=a,b,...), then the report'),
     'report': (_report, 'write <workdir>/report/report.html (+ PNGs) from what the stages wrote'),
     'collect': (_collect, 'collect expert/noisy/random episodes of a task into <workdir>/episodes'),
     'train-tokenizer': (_train_tokenizer,
