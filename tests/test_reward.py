@@ -244,3 +244,15 @@ def test_joint_likelihood_sums_the_last_context_conditionals(frame_skip):
     state, lp = model.stream_step(state, frames[:, t])
     streamed.append(np.asarray(lp))
   np.testing.assert_allclose(np.stack(streamed, 1), joint, atol=ATOL)
+
+
+def test_reward_library_needs_no_environment_packages():
+  """Other JAX projects import the reward without our envs: no gymnasium/dm_control/ale/mujoco."""
+  import subprocess
+  import sys
+  code = ('import sys; from viper_jax import configs, reward; '
+          "configs.load_config('experiments/quickstart.py'); "
+          "print(sorted(m for m in ('gymnasium', 'dm_control', 'ale_py', 'mujoco') "
+          'if m in sys.modules))')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == '[]', out.stdout

@@ -1,12 +1,10 @@
 """DreamerV3 agent with pluggable rewards: env, VIPER (injected likelihood_fn), +disag, AMP.
 
-Importing this package registers the 'agent' policy loader, so a trained agent can drive
-`viper collect --config.collect.policy=agent:<workdir>/checkpoints`.
+Importing the package stays light (configs only), so experiment configs can use `agent_config`
+without pulling in environments. `viper_jax.agent.policy` registers the 'agent' policy loader
+when imported; `viper_jax.data.policies` imports it on demand for
+`viper collect --config.collect.policy=agent:<workdir>/agent/checkpoints`.
 """
 from __future__ import annotations
 
 from viper_jax.agent.configs import agent_config  # noqa: F401
-from viper_jax.agent.policy import AgentPolicy, load_policy  # noqa: F401
-from viper_jax.data import policies as _policies
-
-_policies.register_policy_loader('agent', load_policy)

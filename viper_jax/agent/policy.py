@@ -62,3 +62,11 @@ def load_policy(directory: str, env) -> AgentPolicy:
   restored, _ = checkpointer.restore(step, template)
   checkpointer.close()
   return AgentPolicy(agent, restored['agent'], env.action_space)
+
+
+def _register() -> None:
+  from viper_jax.data import policies
+  policies.register_policy_loader('agent', load_policy)
+
+
+_register()

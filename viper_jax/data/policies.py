@@ -80,9 +80,9 @@ def policy_loader(spec: str) -> Callable[[str, gymnasium.Env], Policy] | None:
   if not sep:
     return None
   if prefix == 'agent' and prefix not in _POLICY_LOADERS:
-    try:  # the agent package registers its loader on import, once it exists
+    try:  # the agent's policy module registers its loader on import
       import importlib
-      importlib.import_module('viper_jax.agent')
+      importlib.import_module('viper_jax.agent.policy')
     except ImportError:
       pass
   if prefix not in _POLICY_LOADERS:
