@@ -11,5 +11,6 @@ from viper_jax.config_sections import experiment
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = experiment(arg or 'dmc:cartpole-swingup', tokenizer='small', prior='small', agent='xs')
   config.env.action_repeat = 2
+  config.agent.reward_source = 'viper'  # the VIPER likelihood only; the task reward is never used
   config.lock()
   return config

@@ -1,0 +1,60 @@
+"""The quickstart pipeline at an even smaller size: every stage leaves its outputs, a rerun only
+rebuilds the report, and report.html references nothing that does not exist."""
+import json
+import re
+
+from viper_jax import configs, pipeline
+
+
+def _tiny_quickstart():
+  config = configs.load_config('experiments/quickstart.py:dmc:cartpole-balance')
+  config.env.size = (16, 16)
+  config.env.time_limit = 16
+  c = config.collect
+  c.train_episodes, c.test_episodes, c.random_test_episodes, c.workers = 2, 1, 1, 1
+  c.test_noise_levels = (0.0, 0.5)
+  t = config.tokenizer
+  t.channels, t.channel_mult, t.codebook_size, t.code_dim = 8, (1, 2), 16, 4
+  t.attention_in_middle = False
+  t.train.steps, t.train.batch_size, t.train.image_every, t.train.checkpoint_every = 3, 4, 3, 3
+  p = config.prior
+  p.num_layers, p.width, p.num_heads, p.mlp_dim, p.context = 1, 16, 2, 32, 2
+  p.train.window, p.train.steps, p.train.batch_size = 2, 3, 4
+  p.train.eval_every = p.train.sample_every = p.train.checkpoint_every = 3
+  a = config.agent
+  a.env_steps, a.prefill, a.eval_every, a.checkpoint_every, a.log_every = 48, 32, 48, 48, 16
+  a.replay_capacity, a.viper_pad_to = 500, 16
+  return config
+
+
+def test_quickstart_stages_outputs_and_report(tmp_path):
+  config = _tiny_quickstart()
+  lines = []
+  pipeline.run(config, tmp_path, log=lines.append)
+  for path in ('episodes', 'tokenizer/result.json', 'tokenizer/reconstructions.png',
+               'prior/result.json', 'prior/sample.gif', 'reward/expert_stats.json',
+               'reward/check.json', 'reward/reward_vs_return.png', 'agent/result.json',
+               'report/report.html'):
+    assert (tmp_path / path).exists(), path
+  for stage in pipeline.STAGES:
+    assert (tmp_path / 'pipeline' / f'{stage}.json').exists(), stage
+  agent = json.loads((tmp_path / 'agent' / 'result.json').read_text())
+  assert agent['counters']['env_steps'] == 48 and agent['reward_source'] == 'viper'
+  html = (tmp_path / 'report' / 'report.html').read_text()
+  sources = re.findall(r'src="([^"]+)"', html)
+  assert len(sources) == 6, 'one figure per section: every stage ran'
+  for src in sources:  # embedded (opens offline) ...
+    assert src.startswith('data:image/'), src[:40]
+  for png in ('reconstructions.png', 'prior_sample.gif', 'reward_along_episodes.png',
+              'reward_vs_return.png', 'learning_curve.png', 'eval_rollout.gif'):
+    assert (tmp_path / 'report' / png).exists(), png  # ... and saved beside it as files
+  assert 'Not yet' not in html
+
+  # A second run of the finished quickstart only rebuilds the report.
+  before = {p: (tmp_path / 'pipeline' / f'{p}.json').read_text() for p in pipeline.STAGES}
+  (tmp_path / 'report' / 'report.html').unlink()
+  lines.clear()
+  pipeline.run(config, tmp_path, log=lines.append)
+  assert all('skipped' in line for line in lines[:-1]) and lines[-1].startswith('[report]')
+  assert (tmp_path / 'report' / 'report.html').exists()
+  assert before == {p: (tmp_path / 'pipeline' / f'{p}.json').read_text() for p in pipeline.STAGES}
