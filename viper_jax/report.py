@@ -110,11 +110,20 @@ def _data_uri(path: epath.Path) -> str:
   return f'data:{kind};base64,{base64.b64encode(path.read_bytes()).decode()}'
 
 
+def _display_width(path: epath.Path) -> int:
+  """Pixel-sized videos (64 px frames) are shown enlarged; plots at their own size."""
+  from PIL import Image
+  with path.open('rb') as f:
+    width = Image.open(f).size[0]
+  return width * max(1, min(4, 512 // max(width, 1)))
+
+
 def _section(title: str, path: epath.Path | None, caption: str, missing: str) -> str:
   if path is None:
     return f'<h2>{html.escape(title)}</h2><p class="missing">Not yet: {html.escape(missing)}</p>'
   return (f'<h2>{html.escape(title)}</h2><figure><img src="{_data_uri(path)}" '
-          f'alt="{html.escape(title)}"><figcaption>{html.escape(caption)}</figcaption></figure>')
+          f'width="{_display_width(path)}" alt="{html.escape(title)}">'
+          f'<figcaption>{html.escape(caption)}</figcaption></figure>')
 
 
 def build(workdir) -> epath.Path:
