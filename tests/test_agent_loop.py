@@ -140,23 +140,16 @@ def test_non_finite_rewards_stop_the_run_and_keep_the_last_checkpoint(tmp_path):
 
 
 def test_train_agent_command(tmp_path, capsys):
-  from absl import flags
   from viper_jax import cli
   assert cli.main(['viper', '--help']) == 0
   assert 'train-agent' in capsys.readouterr().out
   base = ['viper', 'train-agent', '--config=experiments/quickstart.py:dmc:cartpole-balance',
           f'--workdir={tmp_path}']
-  defined = set(flags.FLAGS)
-  try:
-    # The viper sources need a reward model: a clear usage error, not a crash mid-run.
-    assert cli.main(base + ['--config.agent.reward_source=viper']) != 0
-    code = cli.main(base + ['--config.env.time_limit=20', '--config.agent.env_steps=60',
-                            '--config.agent.prefill=40', '--config.agent.replay_capacity=1000'])
-  finally:
-    # config_flags defines one absl flag per override key; a later cli.main in this process
-    # (tests/test_cli.py) using the same key would fail with "defined twice".
-    for name in set(flags.FLAGS) - defined:
-      delattr(flags.FLAGS, name)
+  # The viper sources need a reward model: a clear usage error, not a crash mid-run.
+  assert cli.main(base + ['--config.agent.reward_source=viper']) != 0
+  code = cli.main(base + ['--config.agent.reward_source=env',
+                          '--config.env.time_limit=20', '--config.agent.env_steps=60',
+                          '--config.agent.prefill=40', '--config.agent.replay_capacity=1000'])
   assert code == 0
   assert 'agent: 60 env steps' in capsys.readouterr().out
   assert (tmp_path / 'agent' / 'checkpoints' / '60').exists()

@@ -192,12 +192,17 @@ def main(argv: list[str] | None = None) -> int:
 
   # config_flags finds `--config.x=` overrides in sys.argv itself, so it must hold this argv.
   saved_argv, sys.argv = sys.argv, [f'viper {command}'] + argv[2:]
+  defined = set(flags.FLAGS)
   try:
     app.run(run_command, argv=sys.argv)
   except SystemExit as e:
     return int(e.code or 0) if not isinstance(e.code, str) else 1
   finally:
     sys.argv = saved_argv
+    # config_flags defines one absl flag per override key; forget them so that another
+    # main() in this process (tests, notebooks) may override the same keys again.
+    for name in set(flags.FLAGS) - defined:
+      delattr(flags.FLAGS, name)
   return 0
 
 
