@@ -94,7 +94,7 @@ def learning_curve(workdir: epath.Path, out: epath.Path) -> epath.Path | None:
   steps = [r['step'] for r in rows]
   ax.plot(steps, [r['eval/return'] for r in rows], 'o-', c='tab:blue', label='true return')
   ax.set_xlabel('environment steps')
-  ax.set_ylabel('true task return (never seen by the agent)', color='tab:blue')
+  ax.set_ylabel('true task return', color='tab:blue')
   if any('eval/viper_return' in r for r in rows):
     twin = ax.twinx()
     pts = [(r['step'], r['eval/viper_return']) for r in rows if 'eval/viper_return' in r]
