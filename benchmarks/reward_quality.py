@@ -86,31 +86,6 @@ def make_config(task: str):
   return config
 
 
-def ranks(x) -> np.ndarray:
-  """Ranks 1..n of x, ties sharing their average rank."""
-  x = np.asarray(x, np.float64)
-  order = np.argsort(x, kind='mergesort')
-  r = np.empty(len(x))
-  r[order] = np.arange(1, len(x) + 1)
-  for value in np.unique(x):
-    tied = x == value
-    r[tied] = r[tied].mean()
-  return r
-
-
-def spearman(a, b) -> float:
-  ra, rb = ranks(a), ranks(b)
-  ra, rb = ra - ra.mean(), rb - rb.mean()
-  denom = np.sqrt((ra ** 2).sum() * (rb ** 2).sum())
-  return float((ra * rb).sum() / denom) if denom > 0 else float('nan')
-
-
-def auroc(positive, negative) -> float:
-  """P(score of a positive > score of a negative), ties counting one half."""
-  p, n = np.asarray(positive)[:, None], np.asarray(negative)[None, :]
-  return float(((p > n) + 0.5 * (p == n)).mean())
-
-
 def group_name(path) -> str:
   """'expert-noise0.25-0000.npz' -> 'expert_noise0.25'; 'random-0000.npz' -> 'random'."""
   stem = path.name[:-len('.npz')]
@@ -145,6 +120,7 @@ def main(_):
   from etils import epath
   from viper_jax import reward
   from viper_jax.data import collect
+  from viper_jax.reward import check
   from viper_jax.data.store import EpisodeStore, task_dirname
   from viper_jax.video import train_prior, train_tokenizer
 
@@ -183,9 +159,9 @@ def main(_):
                     'true_return': float(returns[sel].mean())}
   report = {
       'benchmark': 'reward_quality', 'task': task,
-      'spearman': spearman(mean_lp, returns),
-      'spearman_expert_noise_only': spearman(mean_lp[is_expert], returns[is_expert]),
-      'auroc_expert_vs_random': (auroc(mean_lp[is_expert0], mean_lp[is_random])
+      'spearman': check.spearman(mean_lp, returns),
+      'spearman_expert_noise_only': check.spearman(mean_lp[is_expert], returns[is_expert]),
+      'auroc_expert_vs_random': (check.auroc(mean_lp[is_expert0], mean_lp[is_random])
                                  if is_expert0.any() and is_random.any() else None),
       'viper_score': 'mean over all steps of lp[:, t] (lp[:, 0] included), nats per frame',
       'test_episodes': len(paths), 'episode_length': length, 'per_group': per_group,
