@@ -11,7 +11,7 @@ Expert videos: scripted experts for pong and freeway, otherwise a trained agent
 """
 import ml_collections
 
-from viper_jax.config_sections import experiment
+from viper_jax.config_sections import experiment, suite_task
 
 # The 8 games of the reference dataset (the paper reports 7 of them).
 ATARI_GAMES = ('assault', 'atlantis', 'boxing', 'defender', 'freeway', 'kangaroo', 'pong',
@@ -20,12 +20,7 @@ SCRIPTED = ('freeway', 'pong')
 
 
 def get_config(arg: str = 'pong') -> ml_collections.ConfigDict:
-  name = arg.split(':', 1)[1] if arg.startswith('atari:') else arg
-  if name != 'all' and name not in ATARI_GAMES:
-    raise ValueError(f'unknown Atari game {arg!r}; expected "all" or one of '
-                     f'{", ".join(ATARI_GAMES)}')
-  tasks = tuple(f'atari:{g}' for g in ATARI_GAMES) if name == 'all' else ()
-  task = tasks[0] if tasks else f'atari:{name}'
+  name, task, tasks = suite_task(arg, 'atari', ATARI_GAMES, 'Atari game')
   config = experiment(task, tokenizer='atari', prior='atari', agent='s', tasks=tasks)
   config.env.action_repeat = 4  # ALE frameskip
   config.collect.train_episodes = 200

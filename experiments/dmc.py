@@ -12,7 +12,7 @@ viper_jax/data/experts), otherwise from a trained agent: --config.collect.policy
 """
 import ml_collections
 
-from viper_jax.config_sections import experiment
+from viper_jax.config_sections import experiment, suite_task
 
 # The 17 DMC tasks of the reference dataset (the paper reports 15 of them).
 DMC_TASKS = ('acrobot-swingup', 'ball_in_cup-catch', 'cartpole-balance', 'cartpole-swingup',
@@ -24,11 +24,7 @@ SCRIPTED = ('cartpole-balance', 'cartpole-swingup', 'pendulum-swingup', 'point_m
 
 
 def get_config(arg: str = 'cartpole-swingup') -> ml_collections.ConfigDict:
-  name = arg.split(':', 1)[1] if arg.startswith('dmc:') else arg
-  if name != 'all' and name not in DMC_TASKS:
-    raise ValueError(f'unknown DMC task {arg!r}; expected "all" or one of {", ".join(DMC_TASKS)}')
-  tasks = tuple(f'dmc:{t}' for t in DMC_TASKS) if name == 'all' else ()
-  task = tasks[0] if tasks else f'dmc:{name}'
+  name, task, tasks = suite_task(arg, 'dmc', DMC_TASKS, 'DMC task')
   config = experiment(task, tokenizer='dmc', prior='dmc', agent='s', tasks=tasks)
   config.env.action_repeat = 2
   config.collect.train_episodes = 500  # the reference kept up to ~500 expert episodes per task

@@ -13,6 +13,20 @@ from viper_jax.agent.configs import agent_config
 from viper_jax.video import presets
 
 
+def suite_task(arg: str, suite: str, names: tuple[str, ...], what: str):
+  """Parses an experiment file's ARG: 'name', '<suite>:name' or 'all'.
+
+  Returns (name, task, tasks): task is the one the agent trains on; tasks are the tasks of one
+  task-conditioned video model ('all': every name of the suite, else ()). Raises ValueError for a
+  name outside `names`, naming `what` ('DMC task', 'Atari game').
+  """
+  name = arg.split(':', 1)[1] if arg.startswith(f'{suite}:') else arg
+  if name != 'all' and name not in names:
+    raise ValueError(f'unknown {what} {arg!r}; expected "all" or one of {", ".join(names)}')
+  tasks = tuple(f'{suite}:{n}' for n in names) if name == 'all' else ()
+  return name, (tasks[0] if tasks else f'{suite}:{name}'), tasks
+
+
 def experiment(task: str, *, tokenizer: str, prior: str, agent: str,
                tasks: tuple[str, ...] = ()) -> ml_collections.ConfigDict:
   """A full experiment config for `task` with the given preset sizes.
