@@ -98,13 +98,9 @@ def train_agent(config, workdir) -> dict:
   return summary
 
 
-def _train_agent(config, workdir):
-  return train_agent(config, workdir)
-
-
 RUNNERS: dict[str, Callable] = {
     'collect': _collect, 'train-tokenizer': _train_tokenizer, 'train-prior': _train_prior,
-    'reward-stats': _reward_stats, 'reward-check': _reward_check, 'train-agent': _train_agent,
+    'reward-stats': _reward_stats, 'reward-check': _reward_check, 'train-agent': train_agent,
 }
 
 
