@@ -49,12 +49,12 @@ def synthetic_episode(seed: int, length: int = 24, size: int = 32, task: str = '
           'source': 'expert:scripted', 'seed': seed, 'noise': 0.0}
 
 
-@pytest.fixture
-def video_config(tmp_path):
-  """A tiny tokenizer + prior config over a store of synthetic 32x32 episodes."""
+def synthetic_video_config(root):
+  """A tiny tokenizer + prior config over a store of synthetic 32x32 episodes in root/episodes
+  (3 train, 1 test)."""
   from viper_jax import configs
   from viper_jax.data.store import EpisodeStore
-  store = EpisodeStore(tmp_path / 'episodes')
+  store = EpisodeStore(root / 'episodes')
   for i in range(3):
     store.save(synthetic_episode(i), 'train', f'ep{i}')
   store.save(synthetic_episode(10), 'test', 'ep10')
@@ -71,3 +71,8 @@ def video_config(tmp_path):
   p.steps, p.batch_size, p.log_every, p.eval_every, p.checkpoint_every, p.sample_every = (
       6, 4, 2, 3, 2, 6)
   return config
+
+
+@pytest.fixture
+def video_config(tmp_path):
+  return synthetic_video_config(tmp_path)

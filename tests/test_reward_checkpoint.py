@@ -16,19 +16,10 @@ from viper_jax.video import token_cache, train_prior, train_tokenizer, transform
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
   """A workdir with a tiny tokenizer and prior trained for a few steps on synthetic episodes."""
-  from conftest import synthetic_episode
-  from viper_jax import configs
-  from viper_jax.video import presets
+  from conftest import synthetic_video_config
   root = tmp_path_factory.mktemp('trained')
-  store = EpisodeStore(root / 'episodes')
-  for i in range(3):
-    store.save(synthetic_episode(i), 'train', f'ep{i}')
-  store.save(synthetic_episode(10), 'test', 'ep10')
-  config = configs.load_config('experiments/quickstart.py:dmc:synthetic')
-  config.env.size = (32, 32)
-  with config.unlocked():
-    config.tokenizer = presets.tokenizer('tiny')
-    config.prior = presets.prior('tiny')
+  config = synthetic_video_config(root)
+  store = EpisodeStore(config.data.root)
   config.tokenizer.train.steps = config.prior.train.steps = 4
   config.prior.train.ema_decay = 0.5  # so that EMA params differ from the raw ones
   train_tokenizer.run(config, root)
