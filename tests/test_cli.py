@@ -38,3 +38,21 @@ def test_collect_through_the_cli_applies_overrides(tmp_path):
   assert code == 0
   train = list((tmp_path / 'episodes' / 'dmc_point_mass-easy' / 'train').glob('*.npz'))
   assert [p.name for p in train] == ['random-0000.npz']
+
+
+def test_compare_plots_several_agent_runs(capsys, tmp_path):
+  import json
+  for name, returns in (('env', [100, 500, 900]), ('viper', [80, 300, 600])):
+    agent = tmp_path / name / 'agent'
+    agent.mkdir(parents=True)
+    rows = [{'step': 1000 * (i + 1), 'eval/return': r} for i, r in enumerate(returns)]
+    rows += [{'step': 500 * (i + 1), 'episode/return': r} for i, r in enumerate(returns * 2)]
+    (agent / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+  out = tmp_path / 'curves.png'
+  assert cli.main(['viper', 'compare', f'--runs=env={tmp_path / "env"},viper={tmp_path / "viper"}',
+                   f'--out={out}', '--target=900']) == 0
+  assert out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  assert cli.main(['viper', 'compare', f'--runs={tmp_path / "env"}', f'--out={out}']) == 1
+  assert 'LABEL=DIR' in capsys.readouterr().err
+  with pytest.raises(FileNotFoundError, match='no agent metrics'):
+    cli.main(['viper', 'compare', f'--runs=x={tmp_path / "missing"}', f'--out={out}'])

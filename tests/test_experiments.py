@@ -23,7 +23,7 @@ ATARI_GAMES = _tasks('experiments/atari.py').ATARI_GAMES
                          [('experiments/dmc.py:all', 64)] +
                          [(f'experiments/atari.py:{g}', 256) for g in ATARI_GAMES] +
                          [('experiments/atari.py:all', 256)] +
-                         [('experiments/quickstart.py', 64)])
+                         [('experiments/quickstart.py', 64), ('experiments/agent_cpu.py', 64)])
 def test_paper_configs_build_and_validate(spec, tokens):
   config = configs.load_config(spec)
   config_sections.validate(config)
@@ -46,3 +46,13 @@ def test_unknown_task_is_a_clear_error():
   config = configs.load_config('experiments/quickstart.py:dmc:cartpole-fly')
   with pytest.raises(configs.ConfigError, match='unknown task'):
     config_sections.validate(config)
+
+
+def test_agent_cpu_config_is_the_documented_learning_run():
+  config = configs.load_config('experiments/agent_cpu.py')
+  assert config.task == 'dmc:cartpole-balance'
+  a = config.agent
+  # 50k policy steps at action repeat 2 = 100k environment frames of full 1000-frame episodes.
+  assert a.env_steps * config.env.action_repeat == 100_000
+  assert config.env.time_limit * config.env.action_repeat == 1000
+  assert a.reward_source == 'env' and a.replay_capacity >= a.env_steps

@@ -19,6 +19,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for outputs, checkpoints and logs.')
 _SRC = flags.DEFINE_string('src', None, 'import-reference: folder of the reference dataset.')
 _SUITE = flags.DEFINE_string('suite', 'dmc', 'import-reference: suite of the imported tasks.')
+_RUNS = flags.DEFINE_list('runs', None, 'compare: LABEL=DIR pairs of agent runs (workdirs).')
+_OUT = flags.DEFINE_string('out', None, 'compare: path of the PNG to write.')
+_TARGET = flags.DEFINE_float('target', None, 'compare: draw this return as a dashed line.')
 _STAGES = flags.DEFINE_list('stages', None, 'pipeline: stages to run, in order (default: all of '
                             'collect, train-tokenizer, train-prior, reward-stats, reward-check, '
                             'train-agent).')
@@ -112,6 +115,18 @@ def _report():
   print(f'report: {report.build(_workdir("report"))}')
 
 
+def _compare():
+  from viper_jax import report
+  if not _RUNS.value or not _OUT.value:
+    raise app.UsageError('viper compare needs --runs=LABEL=DIR,LABEL=DIR and --out=FILE.png')
+  pairs = [r.split('=', 1) for r in _RUNS.value]
+  bad = [r for r, p in zip(_RUNS.value, pairs) if len(p) != 2]
+  if bad:
+    raise app.UsageError(f'--runs entries must be LABEL=DIR, got {bad}')
+  title = 'true task return' + (f' ({_CONFIG.value.task})' if _CONFIG.value else '')
+  print(f'compare: {report.compare_agents(dict(pairs), _OUT.value, _TARGET.value, title=title)}')
+
+
 def _import_reference():
   from viper_jax.data import reference_import
   from viper_jax.data.store import EpisodeStore
@@ -139,6 +154,8 @@ COMMANDS = {
     'pipeline': (_pipeline, 'run the stages of an experiment in one workdir, skipping finished '
                  'ones (--stages=a,b,...), then the report'),
     'report': (_report, 'write <workdir>/report/report.html (+ PNGs) from what the stages wrote'),
+    'compare': (_compare, 'plot the true return of several agent runs on one axis '
+                '(--runs=LABEL=DIR,... --out=FILE.png [--target=900])'),
     'collect': (_collect, 'collect expert/noisy/random episodes of a task into <workdir>/episodes'),
     'train-tokenizer': (_train_tokenizer,
                         'train the VQ-GAN tokenizer on expert frames (<workdir>/tokenizer)'),

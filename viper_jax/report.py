@@ -105,6 +105,47 @@ def learning_curve(workdir: epath.Path, out: epath.Path) -> epath.Path | None:
   return _save(fig, out / 'learning_curve.png')
 
 
+def _agent_rows(run: epath.Path) -> list[dict]:
+  """Metrics rows of an agent run: `run` is a workdir (with agent/) or the agent dir itself."""
+  for path in (run / 'agent' / 'metrics.jsonl', run / 'metrics.jsonl'):
+    if path.exists():
+      return read_metrics(path.parent)
+  raise FileNotFoundError(f'no agent metrics in {run}: expected {run}/agent/metrics.jsonl or '
+                          f'{run}/metrics.jsonl (written by `viper train-agent`)')
+
+
+def compare_agents(runs: dict, out, target: float | None = None, smooth: int = 10,
+                   title: str = 'true task return') -> epath.Path:
+  """One plot of several agent runs' true returns against policy steps.
+
+  runs: {label: workdir or agent dir}. Evaluation returns are drawn as markers; training episode
+  returns as a running mean over `smooth` episodes (thin line, same colour). `target` draws a
+  dashed horizontal line (e.g. the return an issue asks for). Returns the PNG path `out`.
+  """
+  plt = _plt()
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for i, (label, run) in enumerate(runs.items()):
+    rows = _agent_rows(epath.Path(run))
+    colour = f'C{i}'
+    episodes = [(r['step'], r['episode/return']) for r in rows if 'episode/return' in r]
+    if episodes:
+      steps, returns = map(np.asarray, zip(*episodes))
+      kernel = np.ones(min(smooth, len(returns))) / min(smooth, len(returns))
+      ax.plot(steps[len(kernel) - 1:], np.convolve(returns, kernel, 'valid'), '-', c=colour,
+              alpha=0.4, lw=1)
+    evals = [(r['step'], r['eval/return']) for r in rows if 'eval/return' in r]
+    if evals:
+      ax.plot(*zip(*evals), 'o-', c=colour, label=f'{label} (evaluation)')
+  if target is not None:
+    ax.axhline(target, ls='--', c='k', lw=1, label=f'target {target:g}')
+  ax.set_xlabel('policy steps (thin lines: training episodes, running mean)')
+  ax.set_ylabel('true task return')
+  ax.set_title(title)
+  ax.legend(loc='best', fontsize=8)
+  fig.tight_layout()
+  return _save(fig, epath.Path(out))
+
+
 def _data_uri(path: epath.Path) -> str:
   kind = 'image/gif' if path.name.endswith('.gif') else 'image/png'
   return f'data:{kind};base64,{base64.b64encode(path.read_bytes()).decode()}'

@@ -122,8 +122,22 @@ class Encoder(nn.Module):
     return x.reshape(x.shape[:-3] + (-1,))
 
 
+def depth_to_space(x, block: int = 2):
+  """[B, H, W, block*block*C] -> [B, H*block, W*block, C] (sub-pixel upsampling)."""
+  b, h, w, c = x.shape
+  c //= block * block
+  x = x.reshape(b, h, w, block, block, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h * block, w * block, c)
+
+
 class Decoder(nn.Module):
-  """features [B, F] -> image mean [B, 64, 64, 3] in the encoder's input space (x/255 - 0.5)."""
+  """features [B, F] -> image mean [B, 64, 64, 3] in the encoder's input space (x/255 - 0.5).
+
+  Each 2x upsampling is a 3x3 conv to 4x the channels followed by depth-to-space (sub-pixel
+  convolution). It spans every function of DreamerV3's 4x4 stride-2 transposed conv (each output
+  pixel sees a 2x2 input neighbourhood) and is ~6x faster on CPU, where XLA's ConvTranspose
+  is slow (depth 16, 512 images, fwd+bwd: 5.4 s vs 0.9 s).
+  """
   depth: int
   image_size: Sequence[int] = (64, 64)
 
@@ -132,10 +146,10 @@ class Decoder(nn.Module):
     h, w = self.image_size[0] // 16, self.image_size[1] // 16
     x = nn.Dense(h * w * 8 * self.depth)(feat).reshape(feat.shape[:-1] + (h, w, 8 * self.depth))
     for mult in (4, 2, 1):
-      x = nn.ConvTranspose(self.depth * mult, (4, 4), strides=(2, 2), padding='SAME',
-                           use_bias=False)(x)
+      x = depth_to_space(nn.Conv(4 * self.depth * mult, (3, 3), padding='SAME',
+                                 use_bias=False)(x))
       x = nn.silu(nn.LayerNorm()(x))
-    return nn.ConvTranspose(3, (4, 4), strides=(2, 2), padding='SAME')(x)
+    return depth_to_space(nn.Conv(4 * 3, (3, 3), padding='SAME')(x))
 
 
 def flatten_batch(fn, x, nbatch: int):

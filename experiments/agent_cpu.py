@@ -1,0 +1,52 @@
+"""Agent learning runs sized for a 2-core CPU: DreamerV3 with the task reward or the VIPER reward.
+
+Usage (ARG defaults to dmc:cartpole-balance):
+  # the oracle: the task reward
+  viper train-agent --config=experiments/agent_cpu.py --workdir=runs/balance_env
+  # VIPER: build the reward model from scripted-expert videos, then train on its likelihood only
+  viper pipeline --config=experiments/agent_cpu.py --config.agent.reward_source=viper \
+      --stages=collect,train-tokenizer,train-prior,reward-stats,train-agent --workdir=runs/balance_viper
+
+`agent.env_steps` counts policy steps: 50k of them at action repeat 2 are 100k environment frames,
+full 1000-frame episodes (returns out of 1000, comparable with DreamerV3's published curves).
+
+Departures from DreamerV3's defaults, all for a CPU budget of ~1 core-hour per run:
+  - model: 128-unit RSSM/MLPs, 16x16 latent, CNN depth 8 (DreamerV3 S: 512 units, 32x32, depth 32);
+  - train ratio 24 with 16x16 batches (DreamerV3 dmc_vision: 256 with 16x64), so about 4.7k updates;
+  - fewer updates -> larger steps: world model lr 3e-4, actor/critic 1e-4 (DreamerV2's DMC values
+    are 3e-4 / 8e-5), discount 0.99 (critic targets settle in ~100 instead of ~333 steps).
+The reward model is the quickstart's (small tokenizer, 2x64 prior over 4 frames).
+"""
+import importlib.util
+import os
+
+import ml_collections
+
+
+def _quickstart():
+  # Config files are loaded by path (not as a package), so the sibling is loaded the same way.
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'quickstart.py')
+  spec = importlib.util.spec_from_file_location('viper_experiments_quickstart', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  config = _quickstart().get_config(arg or 'dmc:cartpole-balance')
+  config.env.time_limit = 500  # agent steps = the standard 1000-frame DMC episode
+  config.collect.train_episodes = 8
+
+  a = config.agent
+  a.reward_source = 'env'
+  a.env_steps, a.num_envs = 50_000, 4
+  a.prefill, a.replay_capacity = 1000, 100_000
+  a.train_ratio, a.batch_size, a.batch_length = 24, 16, 16
+  a.eval_every, a.eval_episodes, a.checkpoint_every, a.log_every = 2500, 1, 2500, 500
+  a.viper_pad_to = 512
+  m = a.model
+  m.deter = m.hidden = m.units = 128
+  m.layers, m.depth, m.stoch, m.classes = 2, 8, 16, 16
+  a.ac.discount = 0.99
+  a.opt.wm_lr, a.opt.ac_lr = 3e-4, 1e-4
+  return config
