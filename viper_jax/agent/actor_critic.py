@@ -113,11 +113,24 @@ def critic_value(critic: Critic, params, feat):
   return nets.twohot_decode(critic.apply({'params': params}, feat))
 
 
+def uses_reinforce(actor: Actor, cfg) -> bool:
+  """Discrete actions always use REINFORCE; continuous ones by `cfg.actor_grad`.
+
+  'reinforce' (DreamerV3's current choice for every action space) needs no gradient through the
+  imagined rollout; 'backprop' (DreamerV3's first release, DreamerV2) differentiates the returns
+  through dynamics, reward heads and critic, which a young world model can mislead.
+  """
+  if cfg.actor_grad not in ('reinforce', 'backprop'):
+    raise ValueError(f"agent.ac.actor_grad must be 'reinforce' or 'backprop', got "
+                     f'{cfg.actor_grad!r}')
+  return actor.discrete or cfg.actor_grad == 'reinforce'
+
+
 def actor_loss(actor: Actor, actor_params, feat, actions, rewards: dict, cont, values: dict,
                norms: dict, weights: dict, cfg):
   """The actor's loss given an imagined trajectory.
 
-  feat [H+1, N, F] (differentiable through the dynamics for continuous actions), actions
+  feat [H+1, N, F] (differentiable through the dynamics for 'backprop'), actions
   [H+1, N, A], rewards {term: [H, N]}, cont [H+1, N] (c_0 from data), values {term: [H+1, N]},
   norms {term: float [2] (low, high)} before this batch, weights {term: float}.
   Returns (loss, (returns {term: [H, N]}, updated norms, traj weight [H+1, N], metrics)).
@@ -137,8 +150,8 @@ def actor_loss(actor: Actor, actor_params, feat, actions, rewards: dict, cont, v
     metrics[f'ac/{term}_return_scale'] = return_scale(new_norms[term])
   dist = actor.apply({'params': actor_params}, sg(feat))
   ent = entropy(actor, dist)[:-1]
-  if actor.discrete:
-    objective = log_prob(actor, dist, sg(actions))[:-1] * sg(advantage)  # REINFORCE
+  if uses_reinforce(actor, cfg):
+    objective = log_prob(actor, dist, sg(actions))[:-1] * sg(advantage)
   else:
     objective = advantage  # backprop through the dynamics and reward heads
   loss = -jnp.mean(traj_weight[:-1] * (objective + cfg.entropy * ent))

@@ -156,7 +156,7 @@ class Agent:
     start = jax.tree.map(lambda x: sg(x.reshape((-1,) + x.shape[2:])), post)
     start_cont = 1.0 - batch['is_terminal'].reshape(-1).astype(jnp.float32)
 
-    def actor_objective(actor_params):
+    def rollout(actor_params):
       act_fn = lambda feat, k: ac.sample_action(
           self.actor, self.actor.apply({'params': actor_params}, sg(feat)), k)
       states, actions = wm_lib.imagine(self.wm, wm_params, act_fn, start, cfg.ac.horizon, k_img)
@@ -166,6 +166,14 @@ class Agent:
                                  method=wm_lib.WorldModel.head)[..., 0]
       cont = jnp.concatenate([start_cont[None], (cont_logit > 0).astype(jnp.float32)], 0)
       values = {t: ac.critic_value(self.critic, state['critic'][t], feat) for t in self.terms}
+      return feat, actions, rewards, cont, values
+
+    reinforce = ac.uses_reinforce(self.actor, cfg.ac)
+    # REINFORCE needs no gradient through the rollout: imagine once, outside differentiation.
+    fixed = jax.tree.map(sg, rollout(state['actor'])) if reinforce else None
+
+    def actor_objective(actor_params):
+      feat, actions, rewards, cont, values = fixed if reinforce else rollout(actor_params)
       loss, aux = ac.actor_loss(self.actor, actor_params, feat, actions, rewards, cont, values,
                                 state['norm'], self.weights, cfg.ac)
       return loss, (sg(feat), aux)

@@ -66,6 +66,7 @@ def agent_config(size: str = 's') -> ml_collections.ConfigDict:
   a.horizon = 15
   a.discount = 1 - 1 / 333
   a.lam = 0.95
+  a.actor_grad = 'reinforce'  # continuous actions: 'reinforce' or 'backprop' (see actor_critic)
   a.entropy = 3e-4
   a.slow_critic_rate = 0.02
   a.slow_critic_reg = 1.0
