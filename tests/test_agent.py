@@ -209,3 +209,31 @@ def test_amp_reward_is_for_arriving_at_the_second_frame_of_a_pair():
   expected = jax.nn.softplus(jax.jit(disc.apply)({'params': params}, pair))[0]
   assert float(reward[0, 2]) == pytest.approx(float(expected), rel=1e-5)
   assert float(reward[1, 2]) == 0.0
+
+
+def test_reinforce_actor_loss_is_advantage_weighted_log_prob_and_backprop_differs():
+  # With REINFORCE the actor's gradient is d/dθ mean(w * (log π(a|s) * A + η H)): a larger
+  # advantage for an action must pull the mean toward it; 'backprop' sees no log π term.
+  cfg = configs.agent_config('xs').ac
+  cfg.entropy = 0.0
+  actor = ac.Actor(1, False, units=8, layers=1)
+  feat = jnp.zeros((3, 4, 5))  # H+1=3 states, N=4 starts
+  params = actor.init(jax.random.key(0), feat[0])['params']
+  mean0 = actor.apply({'params': params}, feat[0])[0][0, 0]
+  actions = jnp.full((3, 4, 1), mean0 + 0.5)  # every imagined action is right of the mean
+  rewards = {'env': jnp.ones((2, 4))}
+  cont, values, norms = jnp.ones((3, 4)), {'env': jnp.zeros((3, 4))}, {'env': jnp.zeros(2)}
+
+  def loss(p, grad):
+    cfg.actor_grad = grad
+    return ac.actor_loss(actor, p, feat, actions, rewards, cont, values, norms, {'env': 1.0},
+                         cfg)[0]
+
+  grads = jax.grad(loss)(params, 'reinforce')
+  stepped = jax.tree.map(lambda p, g: p - 0.1 * g, params, grads)
+  assert actor.apply({'params': stepped}, feat[0])[0][0, 0] > mean0  # moved toward the action
+  # Backprop: the returns do not depend on the actor here (fixed rollout), so no gradient at all.
+  back = jax.grad(loss)(params, 'backprop')
+  assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(back))
+  with pytest.raises(ValueError, match='actor_grad'):
+    loss(params, 'sideways')
