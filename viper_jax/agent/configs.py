@@ -59,6 +59,10 @@ def agent_config(size: str = 's') -> ml_collections.ConfigDict:
   m.dyn_scale = 0.5
   m.rep_scale = 0.1
   m.image_scale = 1.0
+  # Extra image-loss weight on pixels that differ from the batch's per-pixel median (moving parts
+  # under a fixed camera); 0 is DreamerV3's plain squared error. Threshold in [0, 1] intensity.
+  m.foreground_weight = 0.0
+  m.foreground_threshold = 0.1
   m.reward_scale = 1.0
   m.cont_scale = 1.0
 

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from viper_jax.agent import networks as nets
+from viper_jax.video import vqgan
 
 sg = jax.lax.stop_gradient
 
@@ -241,7 +242,12 @@ def loss(wm: WorldModel, params, batch, key, model_cfg, targets: dict | None = N
   feat = features(post)
   recon = nets.flatten_batch(lambda f: apply(WorldModel.decode, f), feat, 2)
   target_image = batch['image'].astype(jnp.float32) / 255.0 - 0.5
-  losses = {'image': jnp.sum((recon - target_image) ** 2, (-3, -2, -1)) * m.image_scale}
+  squared = (recon - target_image) ** 2
+  if m.get('foreground_weight', 0.0) > 0:
+    # Not in DreamerV3: the tokenizer's foreground weighting (see vqgan.foreground_weights), so
+    # that a small world model learns the few pixels of cart and pole before the background.
+    squared = squared * sg(vqgan.foreground_weights(batch['image'], m))
+  losses = {'image': jnp.sum(squared, (-3, -2, -1)) * m.image_scale}
   losses['reward'] = nets.twohot_loss(apply(WorldModel.head, 'reward', feat),
                                       batch['reward']) * m.reward_scale
   cont_logit = apply(WorldModel.head, 'cont', feat)[..., 0]

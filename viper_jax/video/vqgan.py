@@ -490,7 +490,7 @@ def restart_dead_codes(params, vq_stats, encoder_outputs: Array, key: Array, cfg
 
 
 def foreground_weights(frames_uint8: Array, cfg) -> Array:
-  """uint8 [B, H, W, 3] -> float32 [B, H, W, 1] per-pixel loss weights, mean 1 per frame batch.
+  """uint8 [..., H, W, 3] -> float32 [..., H, W, 1] per-pixel loss weights, mean 1 per frame batch.
 
   Small moving parts (a cartpole's pole is 1-2 pixels wide at 64x64) hardly move a plain L1 and the
   autoencoder learns to paint background over them. With a fixed camera, the per-pixel median over
@@ -498,10 +498,11 @@ def foreground_weights(frames_uint8: Array, cfg) -> Array:
   from it by more than cfg.foreground_threshold (in [0, 1] intensity) get 1 + foreground_weight.
   """
   x = frames_uint8.astype(jnp.float32) / 255.0
+  x = x.reshape((-1,) + x.shape[-3:])  # all leading axes are frames of one batch
   background = jnp.median(x, axis=0, keepdims=True)
   foreground = jnp.max(jnp.abs(x - background), axis=-1, keepdims=True) > cfg.foreground_threshold
   weights = 1.0 + cfg.foreground_weight * foreground.astype(jnp.float32)
-  return weights / jnp.mean(weights)
+  return (weights / jnp.mean(weights)).reshape(frames_uint8.shape[:-1] + (1,))
 
 
 def reconstruction_loss(frames_uint8: Array, recon: Array, cfg) -> Array:
