@@ -237,3 +237,24 @@ def test_reinforce_actor_loss_is_advantage_weighted_log_prob_and_backprop_differ
   assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(back))
   with pytest.raises(ValueError, match='actor_grad'):
     loss(params, 'sideways')
+
+
+def test_foreground_weight_reaches_the_world_model_image_loss():
+  # The weighting itself is tested in test_vqgan; here: the config switch is wired into wm.loss.
+  cfg = configs.agent_config('xs')
+  m = cfg.model
+  wm = wm_lib.build(m, action_dim=1)
+  params = wm_lib.init_params(wm, jax.random.key(0), (64, 64))
+  frames = np.full((2, 4, 64, 64, 3), 50, np.uint8)
+  for t in range(4):
+    frames[:, t, 30:40, 10 + 8 * t:14 + 8 * t] = 220  # a block moving across a fixed background
+  batch = {'image': jnp.asarray(frames), 'action': jnp.zeros((2, 4, 1)),
+           'reward': jnp.zeros((2, 4)), 'is_first': jnp.zeros((2, 4), bool),
+           'is_terminal': jnp.zeros((2, 4), bool)}
+
+  def image_loss(weight):
+    m.foreground_weight = weight
+    return float(wm_lib.loss(wm, params, batch, jax.random.key(1), m)[1][1]['wm/image_loss'])
+
+  plain, weighted = image_loss(0.0), image_loss(10.0)
+  assert np.isfinite(weighted) and weighted != plain

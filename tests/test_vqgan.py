@@ -377,3 +377,7 @@ def test_foreground_weights_single_out_thin_moving_parts():
   plain = vqgan.reconstruction_loss(jnp.asarray(frames), recon, presets.tokenizer('tiny'))
   weighted = vqgan.reconstruction_loss(jnp.asarray(frames), recon, cfg)
   assert weighted > 5 * plain
+  # Sequences [B, T, H, W, 3] (the agent's world model) are weighted as one batch of B*T frames.
+  seq = np.asarray(vqgan.foreground_weights(jnp.asarray(frames[None]), cfg))
+  assert seq.shape == (1, 5, 16, 16, 1)
+  np.testing.assert_allclose(seq[0, ..., 0], weights, rtol=1e-6)
