@@ -10,7 +10,8 @@ Usage (ARG defaults to dmc:cartpole-balance):
 `agent.env_steps` counts policy steps: 50k of them at action repeat 2 are 100k environment frames,
 full 1000-frame episodes (returns out of 1000, comparable with DreamerV3's published curves).
 
-Departures from DreamerV3's defaults, all for a CPU budget of ~1 core-hour per run:
+Departures from DreamerV3's defaults, for a CPU budget of ~1.7 core-hours per run (~1 s per update
+and 25 ms per rendered step on one core):
   - model: 128-unit RSSM/MLPs, 16x16 latent, CNN depth 8 (DreamerV3 S: 512 units, 32x32, depth 32);
   - train ratio 24 with 16x16 batches (DreamerV3 dmc_vision: 256 with 16x64), so about 4.7k updates;
   - fewer updates -> larger steps: world model lr 3e-4, actor/critic 1e-4 (DreamerV2's DMC values
@@ -19,6 +20,8 @@ Departures from DreamerV3's defaults, all for a CPU budget of ~1 core-hour per r
     error the small world model drew a blurred cart for its first ~500 updates, so its latent
     barely told where the pole was and the reward head could not learn the task reward.
 The reward model is the quickstart's (small tokenizer, 2x64 prior over 4 frames).
+
+Status (README, 'Agent learning runs on a CPU'): at 25k policy steps neither run learns the task yet.
 """
 import importlib.util
 import os
