@@ -23,23 +23,17 @@ The reward model is the quickstart's (small tokenizer, 2x64 prior over 4 frames)
 
 Status (README, 'Agent learning runs on a CPU'): at 25k policy steps neither run learns the task yet.
 """
-import importlib.util
 import os
 
 import ml_collections
 
+from viper_jax import configs
 
-def _quickstart():
-  # Config files are loaded by path (not as a package), so the sibling is loaded the same way.
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'quickstart.py')
-  spec = importlib.util.spec_from_file_location('viper_experiments_quickstart', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+_QUICKSTART = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'quickstart.py')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = _quickstart().get_config(arg or 'dmc:cartpole-balance')
+  config = configs.load_config(f"{_QUICKSTART}:{arg or 'dmc:cartpole-balance'}")
   config.env.time_limit = 500  # agent steps = the standard 1000-frame DMC episode
   config.collect.train_episodes = 8
 

@@ -243,7 +243,7 @@ def loss(wm: WorldModel, params, batch, key, model_cfg, targets: dict | None = N
   recon = nets.flatten_batch(lambda f: apply(WorldModel.decode, f), feat, 2)
   target_image = batch['image'].astype(jnp.float32) / 255.0 - 0.5
   squared = (recon - target_image) ** 2
-  if m.get('foreground_weight', 0.0) > 0:
+  if m.foreground_weight > 0:
     # Not in DreamerV3: the tokenizer's foreground weighting (see vqgan.foreground_weights), so
     # that a small world model learns the few pixels of cart and pole before the background.
     squared = squared * sg(vqgan.foreground_weights(batch['image'], m))
