@@ -258,3 +258,52 @@ def test_foreground_weight_reaches_the_world_model_image_loss():
 
   plain, weighted = image_loss(0.0), image_loss(10.0)
   assert np.isfinite(weighted) and weighted != plain
+
+
+def test_reinforce_scores_raw_samples_so_a_constant_advantage_leaves_the_std_alone():
+  # A wide policy (std ~0.9 about 0) puts ~1/4 of its samples outside [-1, 1]. Scoring clipped
+  # samples biases REINFORCE: with the same positive advantage everywhere (a lagging critic) the
+  # std would shrink by itself. Raw samples keep E[d log pi / d std] = 0.
+  cfg = configs.agent_config('xs').ac
+  cfg.entropy = 0.0
+  actor = ac.Actor(1, False, units=8, layers=1)
+  n = 8192
+  feat = jnp.zeros((2, n, 5))  # H+1=2 states, N starts
+  params = actor.init(jax.random.key(0), feat[0])['params']
+  dist = actor.apply({'params': params}, feat)
+  raw = ac.sample_action(actor, dist, jax.random.key(1))
+  assert float(jnp.abs(raw).max()) > 1.5  # the sample itself is not clipped
+  clipped = nets.clip_action_st(raw)
+  assert float(jnp.abs(clipped).max()) == 1.0
+  rewards = {'env': jnp.ones((1, n))}
+  cont, values, norms = jnp.ones((2, n)), {'env': jnp.zeros((2, n))}, {'env': jnp.zeros(2)}
+
+  def std_after_step(actions):
+    grads = jax.grad(lambda p: ac.actor_loss(actor, p, feat, actions, rewards, cont, values, norms,
+                                             {'env': 1.0}, cfg)[0])(params)
+    stepped = jax.tree.map(lambda p, g: p - 10.0 * g, params, grads)  # a large step: see the drift
+    return float(actor.apply({'params': stepped}, feat[0])[1][0, 0])
+
+  std0 = float(dist[1][0, 0, 0])
+  assert abs(std_after_step(raw) - std0) < 0.005
+  assert std_after_step(clipped) < std0 - 0.015  # the bias this guards against
+
+
+def test_imagination_feeds_clipped_actions_to_the_dynamics_and_returns_raw_ones():
+  m = configs.agent_config('xs').model
+  wm = wm_lib.build(m, action_dim=1)
+  params = wm_lib.init_params(wm, jax.random.key(0), (64, 64))
+  start = jax.tree.map(lambda x: x[0], wm.apply({'params': params}, 3,
+                                                  method=wm_lib.WorldModel.initial))
+  start = jax.tree.map(lambda x: jnp.broadcast_to(x, (3,) + x.shape), start)
+
+  def rollout(value):
+    return wm_lib.imagine(wm, params, lambda f, k: jnp.full((f.shape[0], 1), value), start, 3,
+                          jax.random.key(1))
+
+  states_far, actions_far = rollout(3.0)
+  states_edge, _ = rollout(1.0)
+  np.testing.assert_allclose(actions_far, 3.0)
+  np.testing.assert_allclose(states_far['deter'], states_edge['deter'], atol=1e-6)
+  states_mid, _ = rollout(0.5)
+  assert float(jnp.abs(states_mid['deter'][1] - states_edge['deter'][1]).max()) > 1e-4

@@ -71,14 +71,16 @@ class Actor(nn.Module):
 
 def sample_action(actor: Actor, dist, key, mode=False):
   """A sample (reparameterised / straight-through) or, where `mode` (bool, may be traced), the
-  mode. Continuous actions are clipped to [-1, 1] with straight-through gradients."""
+  mode. Continuous samples are NOT clipped: with a wide std about a quarter of them leave
+  [-1, 1], and scoring clip(a) under the Gaussian biases REINFORCE: (clip(a) - mean)^2 < std^2 on
+  average, so any advantage offset (e.g. a lagging critic) shrinks or grows the std by itself.
+  Clip with `networks.clip_action_st` before acting or imagining."""
   if actor.discrete:
     sample = nets.sample_onehot_st(key, dist)
     greedy = jax.nn.one_hot(jnp.argmax(dist, -1), actor.action_dim)
   else:
     mean, std = dist
     sample = mean + std * jax.random.normal(key, mean.shape)
-    sample = sample + sg(jnp.clip(sample, -1, 1) - sample)
     greedy = mean
   if isinstance(mode, bool):
     return greedy if mode else sample

@@ -108,7 +108,7 @@ class Agent:
     embed = apply(wm_lib.WorldModel.encode, obs['image'])
     post, _ = apply(wm_lib.WorldModel.obs_step, latent, prev_action, embed, obs['is_first'], k1)
     dist = self.actor.apply({'params': state['actor']}, wm_lib.features(post))
-    action = ac.sample_action(self.actor, dist, k2, mode)
+    action = wm_lib.nets.clip_action_st(ac.sample_action(self.actor, dist, k2, mode))
     return action, (post, action)
 
   # ---------------------------------------------------------------- learning

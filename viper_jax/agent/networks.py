@@ -67,6 +67,15 @@ def sample_onehot_st(key, logits) -> jax.Array:
   return sample + probs - jax.lax.stop_gradient(probs)
 
 
+def clip_action_st(action) -> jax.Array:
+  """Clips actions to [-1, 1] in the forward pass with identity gradients; one-hots are unchanged.
+
+  Only what reaches the dynamics or an environment is clipped: REINFORCE must score the raw
+  Gaussian sample, because the log-prob of a clipped one is biased (see actor_critic).
+  """
+  return action + jax.lax.stop_gradient(jnp.clip(action, -1.0, 1.0) - action)
+
+
 def categorical_kl(logits_p, logits_q) -> jax.Array:
   """KL(p || q) for categoricals over the last axis, summed over it: [..., C] -> [...]."""
   p = jax.nn.softmax(logits_p, -1)

@@ -203,12 +203,15 @@ def imagine(wm: WorldModel, params, act_fn: Callable, start, horizon: int, key):
 
   act_fn(feat [N, F], key) -> action [N, A]; start: latent dict [N, ...].
   Returns (states with leaves [H+1, N, ...] (s_0 = start), actions [H+1, N, A] where a_t is
-  taken at s_t; the last one is never executed but its entropy/log-prob is available).
+  taken at s_t; the last one is never executed but its entropy/log-prob is available). Actions
+  are returned as act_fn drew them (raw, for the log-prob); the dynamics get them clipped to
+  [-1, 1], as the environment and the replay do.
   """
   def step(state, k):
     k1, k2 = jax.random.split(k)
     action = act_fn(features(state), k1)
-    following = wm.apply({'params': params}, state, action, k2, method=WorldModel.img_step)
+    following = wm.apply({'params': params}, state, nets.clip_action_st(action), k2,
+                         method=WorldModel.img_step)
     return following, (state, action)
 
   keys = jax.random.split(key, horizon + 1)
