@@ -43,7 +43,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a.prefill, a.replay_capacity = 1000, 100_000
   a.train_ratio, a.batch_size, a.batch_length = 24, 16, 16
   a.eval_every, a.eval_episodes, a.checkpoint_every, a.log_every = 2500, 1, 2500, 500
-  a.viper_pad_to = 512
   m = a.model
   m.deter = m.hidden = m.units = 128
   m.layers, m.depth, m.stoch, m.classes = 2, 8, 16, 16

@@ -33,6 +33,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = config.agent
   a.reward_source = 'viper'  # the VIPER likelihood only; the task reward is never used
   a.env_steps, a.prefill, a.eval_every, a.checkpoint_every = 1500, 250, 750, 750
-  a.viper_pad_to = 250
   config.lock()
   return config

@@ -97,10 +97,18 @@ def test_amp_run_finishes(tmp_path):
 
 def test_viper_run_resumes_with_same_counters_and_replay_and_aligned_rewards(tmp_path):
   config = tiny_config('viper', env_steps=200)
+  lengths = []  # frames per scoring call: whole episodes (51) and the cut prefix, padded to 51
+
+  def recorded(frames):
+    lengths.append(frames.shape[1])
+    return mean_pixel(frames)
+
+  assert loop.viper_pad_length(config) == 51  # default: a full episode, reset frame included
   # "Killed" after 130 steps: the last checkpoint is at 100, mid-episode (episodes are 51 steps).
-  first = loop.run(config, tmp_path, likelihood_fn=mean_pixel, stop_after=130)
+  first = loop.run(config, tmp_path, likelihood_fn=recorded, stop_after=130)
   assert first['counters']['env_steps'] == 130
-  second = loop.run(config, tmp_path, likelihood_fn=mean_pixel)
+  second = loop.run(config, tmp_path, likelihood_fn=recorded)
+  assert lengths and set(lengths) == {51}
   assert second['resumed_from']['env_steps'] == 100
   assert second['resumed_from']['updates'] == pytest.approx(
       (100 - config.agent.prefill + 1) * config.agent.train_ratio / 16, abs=1)
@@ -117,6 +125,9 @@ def test_viper_run_resumes_with_same_counters_and_replay_and_aligned_rewards(tmp
   frames = new.data['image'][0, :labelled]
   np.testing.assert_allclose(new.data['density'][0, :labelled], mean_pixel(frames[None])[0],
                              rtol=1e-6)
+  # The killed run's rows past the checkpoint (steps 101..130) were replaced, not repeated.
+  steps = [row['step'] for row in metrics.read_metrics(tmp_path)]
+  assert steps == sorted(steps) and steps.count(150) == 1
   assert not (tmp_path / 'replay' / 'replay_100.npz').exists() or len(
       list((tmp_path / 'replay').glob('replay_*.npz'))) <= config.agent.keep_checkpoints
 

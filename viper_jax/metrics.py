@@ -5,7 +5,9 @@ Only host 0 writes (multi-host runs would otherwise write N copies).
 from __future__ import annotations
 
 import json
+import math
 import time
+import uuid
 
 import jax
 import numpy as np
@@ -17,14 +19,21 @@ def _to_float(value) -> float:
 
 
 class MetricWriter:
-  """`write(step, {'loss': ...})` appends to <logdir>/metrics.jsonl and TensorBoard."""
+  """`write(step, {'loss': ...})` appends to <logdir>/metrics.jsonl and TensorBoard.
 
-  def __init__(self, logdir, tensorboard: bool = True):
+  resume_step: the step the run restarts from (0 when fresh). Rows logged after it by the run
+  that was killed are dropped, so the rerun's rows replace them instead of appearing twice in
+  plots and reports. (TensorBoard event files are append-only and keep both.)
+  """
+
+  def __init__(self, logdir, tensorboard: bool = True, resume_step: int | None = None):
     self.logdir = epath.Path(logdir)
     self.active = jax.process_index() == 0
     self._tb = None
     if self.active:
       self.logdir.mkdir(parents=True, exist_ok=True)
+      if resume_step is not None:
+        _drop_rows_after(self.logdir / 'metrics.jsonl', resume_step)
       if tensorboard:
         from tensorboardX import SummaryWriter
         self._tb = SummaryWriter(str(self.logdir / 'tb'))
@@ -52,6 +61,26 @@ class MetricWriter:
   def close(self):
     if self._tb is not None:
       self._tb.close()
+
+
+def _drop_rows_after(path: epath.Path, step: int) -> None:
+  """Rewrites a metrics.jsonl without its rows past `step` (atomically: temp file + rename)."""
+  if not path.exists():
+    return
+  lines = path.read_text().splitlines()
+  kept = [line for line in lines if _row_step(line) <= step]
+  if len(kept) == len(lines):
+    return
+  temp = path.parent / f'{path.name}.tmp-{uuid.uuid4().hex}'
+  temp.write_text(''.join(line + '\n' for line in kept))
+  temp.replace(path)
+
+
+def _row_step(line: str) -> float:
+  try:
+    return json.loads(line)['step']
+  except (json.JSONDecodeError, KeyError, TypeError):
+    return math.inf  # a line cut by a crash: drop it too
 
 
 def read_metrics(logdir) -> list[dict]:

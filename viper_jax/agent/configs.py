@@ -50,8 +50,9 @@ def agent_config(size: str = 's') -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2
   c.seed = 0
   # Episodes are scored by the VIPER model padded at the end to a multiple of this (causality
-  # makes end padding harmless; fixed lengths keep the reward model from recompiling).
-  c.viper_pad_to = 64
+  # makes end padding harmless; fixed lengths keep the reward model from recompiling). None: the
+  # frames of a full episode, env.time_limit + 1 (the reset frame counts), so no frame is wasted.
+  c.viper_pad_to = config_dict.placeholder(int)
 
   m = c.model = ml_collections.ConfigDict(SIZES[size])
   m.unimix = 0.01

@@ -2,7 +2,7 @@
 
 Where VIPER rewards are computed: when an episode ends, on the host side of the replay, the whole
 episode is scored in one call of `likelihood_fn` (episodes that end on the same step are batched,
-padded at the END to a multiple of `agent.viper_pad_to`). Reasons, against scoring the sequences
+padded at the END to a multiple of `viper_pad_length(config)`). Reasons, against scoring the sequences
 sampled for training:
   - cost: every step is scored once, instead of `train_ratio` times (64-512x) on replayed copies;
   - context: each step is scored with its whole episode as history, the same for every step,
@@ -77,6 +77,15 @@ def check_config(config) -> None:
                        f'must hold a whole episode ({limit}) so it can be scored when it ends')
   if ac.batch_length < 2:
     raise ValueError(f'agent.batch_length must be >= 2, got {ac.batch_length}')
+
+
+def viper_pad_length(config) -> int:
+  """Episodes are scored padded to a multiple of this: `agent.viper_pad_to`, or by default the
+  frames of a full episode (time_limit + 1 with the reset frame; 64 without a time limit)."""
+  if config.agent.viper_pad_to:
+    return int(config.agent.viper_pad_to)
+  limit = config.env.time_limit
+  return int(limit) + 1 if limit else 64
 
 
 def label_episodes(replay: Replay, likelihood_fn: LikelihoodFn, segments, pad_to: int) -> list:
@@ -226,12 +235,12 @@ def run(config, workdir, likelihood_fn: LikelihoodFn | None = None,
     if not replay_path.exists():
       raise FileNotFoundError(f'checkpoint {start_step} in {ckpt_dir} has no replay {replay_path}')
     replay.load(replay_path)
-  reward_seconds = 0.0
+  reward_seconds, pad_to = 0.0, viper_pad_length(config)
   if uses_viper:  # partial episodes of a resumed replay: score their prefix (causal, exact)
     segments = [(i, int(replay.ready[i]), int(replay.count[i])) for i in range(ac.num_envs)
                 if replay.count[i] > replay.ready[i]]
     tic = time.perf_counter()
-    label_episodes(replay, likelihood_fn, segments, ac.viper_pad_to)
+    label_episodes(replay, likelihood_fn, segments, pad_to)
     reward_seconds += time.perf_counter() - tic
     replay.ready[:] = replay.count
   episode_start = replay.count.copy()  # absolute index where each stream's current episode began
@@ -239,7 +248,7 @@ def run(config, workdir, likelihood_fn: LikelihoodFn | None = None,
 
   train_step = jax.jit(agent.train_step, donate_argnums=0)
   policy_fn = jax.jit(agent.policy)  # `mode` is traced: train and eval share one program
-  writer = metrics_lib.MetricWriter(workdir)
+  writer = metrics_lib.MetricWriter(workdir, resume_step=start_step or 0)
   summary = config_summary(config)
   last_saved = start_step
 
@@ -315,7 +324,7 @@ def run(config, workdir, likelihood_fn: LikelihoodFn | None = None,
           if uses_viper:
             segments = [(i, int(episode_start[i]), int(replay.count[i])) for i in done]
             tic = time.perf_counter()
-            scores = label_episodes(replay, likelihood_fn, segments, ac.viper_pad_to)
+            scores = label_episodes(replay, likelihood_fn, segments, pad_to)
             reward_seconds += time.perf_counter() - tic
             replay.ready[done] = replay.count[done]
           for j, i in enumerate(done):

@@ -45,7 +45,7 @@ def train_loop(*, name: str, workdir, state, step_fn: Callable, batch_fn: Callab
   if start >= steps:
     checkpointer.close()
     return state
-  writer = metrics_lib.MetricWriter(workdir)
+  writer = metrics_lib.MetricWriter(workdir, resume_step=start)
   key = jax.random.key(seed)
   last_saved = start
   window_start, window_steps = time.time(), 0
