@@ -2,8 +2,8 @@
 
 Where VIPER rewards are computed: when an episode ends, on the host side of the replay, the whole
 episode is scored in one call of `likelihood_fn` (episodes that end on the same step are batched,
-padded at the END to a multiple of `viper_pad_length(config)`). Reasons, against scoring the sequences
-sampled for training:
+padded at the END to a multiple of `viper_pad_length(config)`). Reasons, against scoring the
+sequences sampled for training:
   - cost: every step is scored once, instead of `train_ratio` times (64-512x) on replayed copies;
   - context: each step is scored with its whole episode as history, the same for every step,
     whereas a sampled window would give its first frames a truncated context (a different scale,
