@@ -293,9 +293,7 @@ def test_imagination_feeds_clipped_actions_to_the_dynamics_and_returns_raw_ones(
   m = configs.agent_config('xs').model
   wm = wm_lib.build(m, action_dim=1)
   params = wm_lib.init_params(wm, jax.random.key(0), (64, 64))
-  start = jax.tree.map(lambda x: x[0], wm.apply({'params': params}, 3,
-                                                  method=wm_lib.WorldModel.initial))
-  start = jax.tree.map(lambda x: jnp.broadcast_to(x, (3,) + x.shape), start)
+  start = wm.apply({'params': params}, 3, method=wm_lib.WorldModel.initial)
 
   def rollout(value):
     return wm_lib.imagine(wm, params, lambda f, k: jnp.full((f.shape[0], 1), value), start, 3,
