@@ -381,3 +381,15 @@ def test_foreground_weights_single_out_thin_moving_parts():
   seq = np.asarray(vqgan.foreground_weights(jnp.asarray(frames[None]), cfg))
   assert seq.shape == (1, 5, 16, 16, 1)
   np.testing.assert_allclose(seq[0, ..., 0], weights, rtol=1e-6)
+
+
+@pytest.mark.parametrize('count', [1, 6, 7, 256])
+def test_median_uint8_matches_numpy_for_odd_and_even_counts(count):
+  """The sort-free median (bitwise search on counts) equals np.median, including the extremes
+  0 and 255 and the mean of the two middle values for an even count."""
+  rng = np.random.default_rng(count)
+  frames = rng.integers(0, 256, (count, 5, 7, 3), dtype=np.uint8)
+  frames[:, 0, 0] = 0
+  frames[:, 0, 1] = 255
+  np.testing.assert_array_equal(np.asarray(vqgan.median_uint8(jnp.asarray(frames))),
+                                np.median(frames.astype(np.float64), axis=0))
