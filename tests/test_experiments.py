@@ -52,7 +52,7 @@ def test_agent_cpu_config_is_the_documented_learning_run():
   config = configs.load_config('experiments/agent_cpu.py')
   assert config.task == 'dmc:cartpole-balance'
   a = config.agent
-  # 50k policy steps at action repeat 2 = 100k environment frames of full 1000-frame episodes.
+  # 100k environment frames (policy steps x action repeat) of full 1000-frame episodes.
   assert a.env_steps * config.env.action_repeat == 100_000
   assert config.env.time_limit * config.env.action_repeat == 1000
   assert a.reward_source == 'env' and a.replay_capacity >= a.env_steps
