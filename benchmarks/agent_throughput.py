@@ -86,6 +86,11 @@ def main(_):
     result = loop.run(config, workdir, likelihood_fn)
   steps = result['counters']['env_steps'] - result['resumed_from']['env_steps']
   updates = result['counters']['updates'] - result['resumed_from']['updates']
+  if updates == 0:
+    # Training waits for a complete batch_length sequence of scored (finished-episode) steps.
+    sys.exit(f'the timed run made no updates: with batch_length {config.agent.batch_length}, '
+             f'{config.agent.num_envs} environments and {config.env.time_limit}-step episodes, '
+             'raise --warmup_steps/--env_steps so that episodes finish before it ends')
   report = {
       'benchmark': 'agent_throughput', 'device': common.device_description(),
       'agent_size': _AGENT_SIZE.value, 'reward_model': reward_model,
