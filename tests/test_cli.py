@@ -56,3 +56,18 @@ def test_compare_plots_several_agent_runs(capsys, tmp_path):
   assert 'LABEL=DIR' in capsys.readouterr().err
   with pytest.raises(FileNotFoundError, match='no agent metrics'):
     cli.main(['viper', 'compare', f'--runs=x={tmp_path / "missing"}', f'--out={out}'])
+
+
+def test_compare_reads_each_runs_action_repeat_from_its_checkpoint(tmp_path):
+  """Runs at different action repeats are plotted against frames: the repeat comes from the
+  config summary that every agent checkpoint stores; a run without checkpoints has none."""
+  import jax.numpy as jnp
+
+  from viper_jax import checkpoint, report
+  for name, repeat in (('r2', 2), ('r8', 8)):
+    saver = checkpoint.Checkpointer(tmp_path / name / 'agent' / 'checkpoints')
+    saver.save(100, {'x': jnp.zeros(2)}, {'config': {'env': {'action_repeat': repeat}}})
+    saver.close()
+  assert report.run_action_repeat(tmp_path / 'r2') == 2
+  assert report.run_action_repeat(tmp_path / 'r8' / 'agent') == 8
+  assert report.run_action_repeat(tmp_path / 'none') is None

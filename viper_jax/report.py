@@ -114,31 +114,51 @@ def _agent_rows(run: epath.Path) -> list[dict]:
                           f'{run}/metrics.jsonl (written by `viper train-agent`)')
 
 
+def run_action_repeat(run) -> int | None:
+  """The env.action_repeat an agent run was trained with, from its newest checkpoint's metadata;
+  None if it has no checkpoint. `run` is a workdir (with agent/) or the agent dir itself."""
+  from viper_jax import checkpoint
+  run = epath.Path(run)
+  for directory in (run / 'agent' / 'checkpoints', run / 'checkpoints'):
+    if directory.exists():
+      checkpointer = checkpoint.Checkpointer(directory)
+      step = checkpointer.latest_step()
+      if step is not None:
+        return int(checkpointer.restore_meta(step)['config']['env']['action_repeat'])
+  return None
+
+
 def compare_agents(runs: dict, out, target: float | None = None, smooth: int = 10,
                    title: str = 'true task return') -> epath.Path:
-  """One plot of several agent runs' true returns against policy steps.
+  """One plot of several agent runs' true returns against environment frames.
 
   runs: {label: workdir or agent dir}. Evaluation returns are drawn as markers; training episode
   returns as a running mean over `smooth` episodes (thin line, same colour). `target` draws a
-  dashed horizontal line (e.g. the return an issue asks for). Returns the PNG path `out`.
+  dashed horizontal line (e.g. the return an issue asks for). The x axis is policy steps times
+  each run's action repeat, so runs at different repeats line up; policy steps if a run has no
+  checkpoint to read its repeat from. Returns the PNG path `out`.
   """
   plt = _plt()
   fig, ax = plt.subplots(figsize=(7, 4))
+  repeats = {label: run_action_repeat(run) for label, run in runs.items()}
+  in_frames = all(r is not None for r in repeats.values())
   for i, (label, run) in enumerate(runs.items()):
     rows = _agent_rows(epath.Path(run))
+    scale = repeats[label] if in_frames else 1
     colour = f'C{i}'
-    episodes = [(r['step'], r['episode/return']) for r in rows if 'episode/return' in r]
+    episodes = [(r['step'] * scale, r['episode/return']) for r in rows if 'episode/return' in r]
     if episodes:
       steps, returns = map(np.asarray, zip(*episodes))
       kernel = np.ones(min(smooth, len(returns))) / min(smooth, len(returns))
       ax.plot(steps[len(kernel) - 1:], np.convolve(returns, kernel, 'valid'), '-', c=colour,
               alpha=0.4, lw=1)
-    evals = [(r['step'], r['eval/return']) for r in rows if 'eval/return' in r]
+    evals = [(r['step'] * scale, r['eval/return']) for r in rows if 'eval/return' in r]
     if evals:
       ax.plot(*zip(*evals), 'o-', c=colour, label=f'{label} (evaluation)')
   if target is not None:
     ax.axhline(target, ls='--', c='k', lw=1, label=f'target {target:g}')
-  ax.set_xlabel('policy steps (thin lines: training episodes, running mean)')
+  unit = 'environment frames' if in_frames else 'policy steps'
+  ax.set_xlabel(f'{unit} (thin lines: training episodes, running mean)')
   ax.set_ylabel('true task return')
   ax.set_title(title)
   ax.legend(loc='best', fontsize=8)
