@@ -122,9 +122,12 @@ def run_action_repeat(run) -> int | None:
   for directory in (run / 'agent' / 'checkpoints', run / 'checkpoints'):
     if directory.exists():
       checkpointer = checkpoint.Checkpointer(directory)
-      step = checkpointer.latest_step()
-      if step is not None:
-        return int(checkpointer.restore_meta(step)['config']['env']['action_repeat'])
+      try:
+        step = checkpointer.latest_step()
+        if step is not None:
+          return int(checkpointer.restore_meta(step)['config']['env']['action_repeat'])
+      finally:
+        checkpointer.close()
   return None
 
 
