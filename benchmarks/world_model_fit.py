@@ -86,7 +86,6 @@ def make_eval(wm, context: int, open_loop: int):
         'reward_mae': jnp.mean(jnp.abs(reward - batch['reward'][:, :context])),
         'open_loop_mae': jnp.mean(jnp.abs(imagined_reward - true_future), axis=1),
         'open_loop_image_mse': jnp.mean((last_frame - target[:, -1]) ** 2),
-        'mean_abs_reward': jnp.mean(jnp.abs(true_future)),
     }
 
   return jax.jit(evaluate)
