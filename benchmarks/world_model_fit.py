@@ -25,7 +25,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
@@ -119,10 +118,8 @@ def main(_):
 
   @jax.jit
   def update(params, opt_state, batch, key):
-    (_, (_, metrics)), grads = jax.value_and_grad(wm_lib.loss, argnums=1, has_aux=True)(
-        agent.wm, params, batch, key, ac.model, {})
-    updates, opt_state = agent.wm_opt.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, metrics
+    params, opt_state, _, metrics = agent.update_world_model(params, opt_state, batch, key, {})
+    return params, opt_state, metrics
 
   evaluate = make_eval(agent.wm, _CONTEXT.value, _OPEN_LOOP.value)
   rng = np.random.default_rng(ac.seed)

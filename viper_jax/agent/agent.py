@@ -127,6 +127,18 @@ class Agent:
         out[term] = head('reward' if term == 'env' else term)
     return out
 
+  def update_world_model(self, wm_params, wm_opt_state, batch, key, targets):
+    """One optimiser step on `world_model.loss`.
+
+    targets: extra reward-head targets by term (see `world_model.loss`), {} for the task reward.
+    Returns (new params, new optimiser state, posterior states [B, T, ...], metrics).
+    """
+    (_, (post, metrics)), grads = jax.value_and_grad(wm_lib.loss, argnums=1, has_aux=True)(
+        self.wm, wm_params, batch, key, self.config.model, targets)
+    updates, wm_opt_state = self.wm_opt.update(grads, wm_opt_state, wm_params)
+    metrics = dict(metrics, **{'wm/grad_norm': optax.tree.norm(grads)})
+    return optax.apply_updates(wm_params, updates), wm_opt_state, post, metrics
+
   def train_step(self, state, batch, key):
     """One update of world model, actor, critics (and discriminator).
 
@@ -144,13 +156,9 @@ class Agent:
       targets['amp'] = rewards_lib.amp_rewards(self.disc, state['disc'], batch['image'],
                                                batch['is_first'])
 
-    # World model.
-    (_, (post, wm_metrics)), grads = jax.value_and_grad(wm_lib.loss, argnums=1, has_aux=True)(
-        self.wm, state['wm'], batch, k_wm, cfg.model, targets)
-    updates, wm_opt = self.wm_opt.update(grads, state['wm_opt'], state['wm'])
-    wm_params = optax.apply_updates(state['wm'], updates)
+    wm_params, wm_opt, post, wm_metrics = self.update_world_model(
+        state['wm'], state['wm_opt'], batch, k_wm, targets)
     metrics.update(wm_metrics)
-    metrics['wm/grad_norm'] = optax.tree.norm(grads)
 
     # Actor: imagine from every posterior state of the batch.
     start = jax.tree.map(lambda x: sg(x.reshape((-1,) + x.shape[2:])), post)
