@@ -23,7 +23,8 @@ class MetricWriter:
 
   resume_step: the step the run restarts from (0 when fresh). Rows logged after it by the run
   that was killed are dropped, so the rerun's rows replace them instead of appearing twice in
-  plots and reports. (TensorBoard event files are append-only and keep both.)
+  plots and reports. TensorBoard event files are append-only, so there the new event file starts
+  with a purge marker at resume_step + 1: TensorBoard hides the killed run's later events.
   """
 
   def __init__(self, logdir, tensorboard: bool = True, resume_step: int | None = None):
@@ -36,7 +37,8 @@ class MetricWriter:
         _drop_rows_after(self.logdir / 'metrics.jsonl', resume_step)
       if tensorboard:
         from tensorboardX import SummaryWriter
-        self._tb = SummaryWriter(str(self.logdir / 'tb'))
+        self._tb = SummaryWriter(str(self.logdir / 'tb'),
+                                 purge_step=resume_step + 1 if resume_step else None)
 
   def write(self, step: int, scalars: dict) -> None:
     if not self.active:
