@@ -43,6 +43,9 @@ def _check_finished(workdir, result, config):
   train_rows = [r for r in rows if 'loss' in r]
   assert train_rows and all(math.isfinite(v) for r in train_rows for v in r.values())
   assert any('eval/return' in r for r in rows) and any('episode/return' in r for r in rows)
+  # Each evaluation row carries the update count so far; the last one is the run's total.
+  eval_updates = [r['eval/updates'] for r in rows if 'eval/return' in r]
+  assert eval_updates == sorted(eval_updates) and eval_updates[-1] == result['counters']['updates']
   assert list((workdir / 'videos').glob('eval_*.gif'))
   assert (workdir / 'checkpoints' / str(config.agent.env_steps)).exists()
 

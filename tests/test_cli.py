@@ -58,6 +58,25 @@ def test_compare_plots_several_agent_runs(capsys, tmp_path):
     cli.main(['viper', 'compare', f'--runs=x={tmp_path / "missing"}', f'--out={out}'])
 
 
+def test_compare_by_updates_uses_each_evaluations_update_count(tmp_path):
+  import json
+
+  from viper_jax import report
+  agent = tmp_path / 'run' / 'agent'
+  agent.mkdir(parents=True)
+  rows = [{'step': 100 * (i + 1), 'eval/return': r, 'eval/updates': u}
+          for i, (r, u) in enumerate(((100, 0), (400, 50), (900, 120)))]
+  (agent / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+  out = report.compare_agents({'run': tmp_path / 'run'}, tmp_path / 'u.png', x='updates')
+  assert out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  # A run whose evaluations lack the count (logged before it existed) is named, not misplotted.
+  old = tmp_path / 'old' / 'agent'
+  old.mkdir(parents=True)
+  (old / 'metrics.jsonl').write_text(json.dumps({'step': 100, 'eval/return': 5}) + '\n')
+  with pytest.raises(ValueError, match='run old .*without an update count'):
+    report.compare_agents({'old': tmp_path / 'old'}, tmp_path / 'o.png', x='updates')
+
+
 def test_compare_reads_each_runs_action_repeat_from_its_checkpoint(tmp_path):
   """Runs at different action repeats are plotted against frames: the repeat comes from the
   config summary that every agent checkpoint stores; a run without checkpoints has none."""

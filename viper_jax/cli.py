@@ -22,6 +22,8 @@ _SUITE = flags.DEFINE_string('suite', 'dmc', 'import-reference: suite of the imp
 _RUNS = flags.DEFINE_list('runs', None, 'compare: LABEL=DIR pairs of agent runs (workdirs).')
 _OUT = flags.DEFINE_string('out', None, 'compare: path of the PNG to write.')
 _TARGET = flags.DEFINE_float('target', None, 'compare: draw this return as a dashed line.')
+_X = flags.DEFINE_enum('x', 'frames', ['frames', 'updates'],
+                       'compare: x axis, environment frames or gradient updates.')
 _STAGES = flags.DEFINE_list('stages', None, 'pipeline: stages to run, in order (default: all of '
                             'collect, train-tokenizer, train-prior, reward-stats, reward-check, '
                             'train-agent).')
@@ -124,7 +126,8 @@ def _compare():
   if bad:
     raise app.UsageError(f'--runs entries must be LABEL=DIR, got {bad}')
   title = 'true task return' + (f' ({_CONFIG.value.task})' if _CONFIG.value else '')
-  print(f'compare: {report.compare_agents(dict(pairs), _OUT.value, _TARGET.value, title=title)}')
+  out = report.compare_agents(dict(pairs), _OUT.value, _TARGET.value, title=title, x=_X.value)
+  print(f'compare: {out}')
 
 
 def _import_reference():
@@ -155,7 +158,7 @@ COMMANDS = {
                  'ones (--stages=a,b,...), then the report'),
     'report': (_report, 'write <workdir>/report/report.html (+ PNGs) from what the stages wrote'),
     'compare': (_compare, 'plot the true return of several agent runs on one axis '
-                '(--runs=LABEL=DIR,... --out=FILE.png [--target=900])'),
+                '(--runs=LABEL=DIR,... --out=FILE.png [--target=900] [--x=frames|updates])'),
     'collect': (_collect, 'collect expert/noisy/random episodes of a task into <workdir>/episodes'),
     'train-tokenizer': (_train_tokenizer,
                         'train the VQ-GAN tokenizer on expert frames (<workdir>/tokenizer)'),

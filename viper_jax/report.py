@@ -132,23 +132,35 @@ def run_action_repeat(run) -> int | None:
 
 
 def compare_agents(runs: dict, out, target: float | None = None, smooth: int = 10,
-                   title: str = 'true task return') -> epath.Path:
-  """One plot of several agent runs' true returns against environment frames.
+                   title: str = 'true task return', x: str = 'frames') -> epath.Path:
+  """One plot of several agent runs' true returns against environment frames (or updates).
 
   runs: {label: workdir or agent dir}. Evaluation returns are drawn as markers; training episode
   returns as a running mean over `smooth` episodes (thin line, same colour). `target` draws a
-  dashed horizontal line (e.g. the return an issue asks for). The x axis is policy steps times
-  each run's action repeat, so runs at different repeats line up; policy steps if a run has no
-  checkpoint to read its repeat from. Returns the PNG path `out`.
+  dashed horizontal line (e.g. the return an issue asks for). With x='frames' the x axis is
+  policy steps times each run's action repeat, so runs at different repeats line up; policy steps
+  if a run has no checkpoint to read its repeat from. With x='updates' it is the number of
+  gradient updates at each evaluation (evaluations only), which tells whether runs that differ in
+  train ratio or batch size are limited by data or by compute. Returns the PNG path `out`.
   """
+  if x not in ('frames', 'updates'):
+    raise ValueError(f"x must be 'frames' or 'updates', got {x!r}")
   plt = _plt()
   fig, ax = plt.subplots(figsize=(7, 4))
   repeats = {label: run_action_repeat(run) for label, run in runs.items()}
   in_frames = all(r is not None for r in repeats.values())
   for i, (label, run) in enumerate(runs.items()):
     rows = _agent_rows(epath.Path(run))
-    scale = repeats[label] if in_frames else 1
     colour = f'C{i}'
+    if x == 'updates':
+      evals = [r for r in rows if 'eval/return' in r]
+      if any('eval/updates' not in r for r in evals):
+        raise ValueError(f'run {label} ({run}) has evaluations without an update count '
+                         "(logged by runs from 2026-11-27 on); plot it with x='frames'")
+      ax.plot([r['eval/updates'] for r in evals], [r['eval/return'] for r in evals], 'o-',
+              c=colour, label=f'{label} (evaluation)')
+      continue
+    scale = repeats[label] if in_frames else 1
     episodes = [(r['step'] * scale, r['episode/return']) for r in rows if 'episode/return' in r]
     if episodes:
       steps, returns = map(np.asarray, zip(*episodes))
@@ -160,8 +172,11 @@ def compare_agents(runs: dict, out, target: float | None = None, smooth: int = 1
       ax.plot(*zip(*evals), 'o-', c=colour, label=f'{label} (evaluation)')
   if target is not None:
     ax.axhline(target, ls='--', c='k', lw=1, label=f'target {target:g}')
-  unit = 'environment frames' if in_frames else 'policy steps'
-  ax.set_xlabel(f'{unit} (thin lines: training episodes, running mean)')
+  if x == 'updates':
+    ax.set_xlabel('gradient updates')
+  else:
+    unit = 'environment frames' if in_frames else 'policy steps'
+    ax.set_xlabel(f'{unit} (thin lines: training episodes, running mean)')
   ax.set_ylabel('true task return')
   ax.set_title(title)
   ax.legend(loc='best', fontsize=8)

@@ -373,7 +373,8 @@ def run(config, workdir, likelihood_fn: LikelihoodFn | None = None,
           key, eval_key = jax.random.split(key)
           eval_metrics, video = evaluate(agent, state, policy_fn, eval_env, ac.eval_episodes,
                                          eval_key, space, likelihood_fn)
-          writer.write(after, eval_metrics)
+          # The update count lets `viper compare --x=updates` separate data from compute.
+          writer.write(after, {**eval_metrics, 'eval/updates': counters['updates']})
           metrics_lib.save_video(workdir / 'videos' / f'eval_{after:08d}.gif', video)
           last_eval = eval_metrics
         if crossed(ac.checkpoint_every, before, after) or final:
