@@ -147,16 +147,16 @@ def compare_agents(runs: dict, out, target: float | None = None, smooth: int = 1
     raise ValueError(f"x must be 'frames' or 'updates', got {x!r}")
   plt = _plt()
   fig, ax = plt.subplots(figsize=(7, 4))
-  repeats = {label: run_action_repeat(run) for label, run in runs.items()}
-  in_frames = all(r is not None for r in repeats.values())
+  repeats = {label: run_action_repeat(run) for label, run in runs.items()} if x == 'frames' else {}
+  in_frames = x == 'frames' and all(r is not None for r in repeats.values())
   for i, (label, run) in enumerate(runs.items()):
     rows = _agent_rows(epath.Path(run))
     colour = f'C{i}'
     if x == 'updates':
       evals = [r for r in rows if 'eval/return' in r]
       if any('eval/updates' not in r for r in evals):
-        raise ValueError(f'run {label} ({run}) has evaluations without an update count '
-                         "(logged by runs from 2026-11-27 on); plot it with x='frames'")
+        raise ValueError(f"run {label} ({run}) has evaluations without an update count "
+                         "('eval/updates', logged since 51d6e39); plot it with x='frames'")
       ax.plot([r['eval/updates'] for r in evals], [r['eval/return'] for r in evals], 'o-',
               c=colour, label=f'{label} (evaluation)')
       continue
