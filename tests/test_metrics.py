@@ -43,9 +43,9 @@ def test_resumed_tensorboard_file_purges_the_killed_runs_later_steps(tmp_path):
   events = sorted((e for f in (tmp_path / 'tb').iterdir() for e in _tensorboard_events(f)),
                   key=lambda e: e.wall_time)
   # A SessionLog.START with a step makes TensorBoard drop older events from that step on.
-  start = events[0].session_log.START if events else None
+  from tensorboardX.proto.event_pb2 import SessionLog
   purges = [i for i, e in enumerate(events)
-            if e.HasField('session_log') and e.session_log.status == start]
+            if e.HasField('session_log') and e.session_log.status == SessionLog.START]
   assert [events[i].step for i in purges] == [21]
   summaries = [i for i, e in enumerate(events) if e.HasField('summary') and e.step == 30]
   assert len(summaries) == 1 and summaries[0] > purges[0]
