@@ -11,14 +11,16 @@ Usage (ARG defaults to dmc:cartpole-balance):
 `agent.env_steps` counts policy steps: 12.5k of them at action repeat 8 are 100k environment
 frames, full 1000-frame episodes (returns out of 1000, comparable with DreamerV3's published curves).
 
-Departures from DreamerV3's defaults, for a CPU budget of ~2 core-hours per run (~0.9 s per update
-and 25 ms per rendered step on one core):
+Departures from DreamerV3's defaults, for a CPU budget of ~2.6 hours per run on 2 cores (~0.8 s
+per policy step with its update; ~3.5 h on one core):
   - action repeat 8 (DreamerV3: 2), the cartpole setting of PlaNet, CURL and DrQ: a 16-step
     training sequence spans 128 frames and the 15-step imagination 1.2 s, and the 100k-frame budget
     needs a quarter of the rendering and acting, which goes to updates instead. At repeat 2, with
     train ratio 24 and ~4.7k updates, the agent plateaued at returns of 200-335 (README);
   - model: 128-unit RSSM/MLPs, 16x16 latent, CNN depth 8 (DreamerV3 S: 512 units, 32x32, depth 32);
-  - train ratio 128 with 16x16 batches (DreamerV3 dmc_vision: 256 with 16x64), ~6.2k updates;
+  - train ratio 256 with 16x16 batches (DreamerV3 dmc_vision: 256 with 16x64), ~12k updates.
+    Returns follow the number of 16x16 updates, not frames or batch size (README): at ratio 128
+    (~6k updates) the run had 464 at 100k frames; 16x64 batches bought nothing per update;
   - fewer updates -> larger steps: world model lr 3e-4, actor/critic 1e-4 (DreamerV2's DMC values
     are 3e-4 / 8e-5), discount 0.99;
   - image loss weighted 11:1 toward moving pixels (model.foreground_weight=10): with plain squared
@@ -52,7 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a.reward_source = 'env'
   a.env_steps, a.num_envs = 12_500, 4  # 100k environment frames
   a.prefill, a.replay_capacity = 500, 100_000
-  a.train_ratio, a.batch_size, a.batch_length = 128, 16, 16
+  a.train_ratio, a.batch_size, a.batch_length = 256, 16, 16  # ~12k updates (see above)
   a.eval_every, a.eval_episodes, a.checkpoint_every, a.log_every = 625, 2, 625, 125
   m = a.model
   m.deter = m.hidden = m.units = 128
