@@ -30,6 +30,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   p.train.eval_every = p.train.checkpoint_every = 150
   p.train.sample_every = 300
 
+  # CPU: tokenizer batches of 8 frames stay in cache; scoring a 2x101-frame batch took ~2.0 s
+  # against ~2.45 s with the accelerator default of 256 (small tokenizer, this 2-core machine).
+  config.reward.encode_batch = 8
+
   a = config.agent
   a.reward_source = 'viper'  # the VIPER likelihood only; the task reward is never used
   a.env_steps, a.prefill, a.eval_every, a.checkpoint_every = 1500, 250, 750, 750
