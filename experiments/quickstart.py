@@ -31,7 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   p.train.sample_every = 300
 
   # CPU: tokenizer batches of 8 frames stay in cache; scoring a 2x101-frame batch took ~2.0 s
-  # against ~2.45 s with the accelerator default of 256 (small tokenizer, this 2-core machine).
+  # against ~2.45 s with the accelerator default of 256 (the `small` tokenizer preset, 2 cores).
   config.reward.encode_batch = 8
 
   a = config.agent
