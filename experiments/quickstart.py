@@ -31,8 +31,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   p.train.sample_every = 300
 
   # CPU: tokenizer batches of 8 frames are faster (likely cache-friendlier; not profiled): a
-  # 2x101-frame batch scored in ~2.0 s
-  # against ~2.45 s with the accelerator default of 256 (the `small` tokenizer preset, 2 cores).
+  # 2x101-frame batch scored in ~2.0 s against ~2.45 s with the accelerator default of 256
+  # (the `small` tokenizer preset, 2 cores).
   config.reward.encode_batch = 8
 
   a = config.agent
