@@ -60,10 +60,10 @@ def prior_train_flops(prior, batch: int, window: int) -> float:
 
 def bench_prior(size, batch, repeats, peak):
   import ml_collections
-  from viper_jax.video import presets, train_prior
+  from viper_jax.video import presets, priors, train_prior
   config = ml_collections.ConfigDict({'tokenizer': presets.tokenizer(size),
                                       'prior': presets.prior(size), 'env': {'size': (64, 64)}})
-  prior = train_prior.build_prior(config, num_tasks=16)
+  prior = priors.build_prior(config, num_tasks=16)
   tcfg = config.prior.train
   window = tcfg.window
   state = train_prior.init_state(prior, tcfg, jax.random.key(0, impl='rbg'), window)

@@ -27,7 +27,7 @@ if num_processes > 1:
 
 from conftest import synthetic_episode  # noqa: E402
 from viper_jax import configs, reward  # noqa: E402
-from viper_jax.video import presets, train_prior  # noqa: E402
+from viper_jax.video import presets, priors, train_prior  # noqa: E402
 
 
 def tiny_config():
@@ -62,7 +62,7 @@ def main():
   lp = np.asarray(model.log_likelihood(frames[rows]))
 
   # Prior: three data-parallel train steps; this host feeds its rows of each global batch.
-  prior = train_prior.build_prior(config, num_tasks=1)
+  prior = priors.build_prior(config, num_tasks=1)
   tcfg = config.prior.train
   state = train_prior.init_state(prior, tcfg, jax.random.key(0), 3)
   barrier('state')

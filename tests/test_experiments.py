@@ -3,7 +3,7 @@ import pytest
 
 from viper_jax import config_sections, configs
 from viper_jax.reward import likelihood
-from viper_jax.video import train_prior
+from viper_jax.video import priors
 
 
 
@@ -28,7 +28,7 @@ def test_paper_configs_build_and_validate(spec, tokens):
   config = configs.load_config(spec)
   config_sections.validate(config)
   tasks = likelihood.task_names(config)
-  prior = train_prior.build_prior(config, len(tasks))
+  prior = priors.build_prior(config, len(tasks))
   assert prior.tokens_per_frame == tokens
   if spec.endswith(':all'):
     assert len(tasks) == (len(DMC_TASKS) if 'dmc' in spec else len(ATARI_GAMES))

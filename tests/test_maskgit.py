@@ -10,7 +10,7 @@ import pytest
 
 from conftest import synthetic_episode
 from viper_jax import configs, reward
-from viper_jax.video import maskgit, presets, train_prior, train_tokenizer
+from viper_jax.video import maskgit, presets, priors, train_prior, train_tokenizer
 
 V, N = 16, 4  # vocabulary, codes per frame
 CONTEXT = presets.prior('tiny').context  # 3
@@ -232,12 +232,12 @@ def test_sample():
 
 def test_from_config_and_build_prior(video_config):
   video_config.prior.kind = 'maskgit'
-  prior = train_prior.build_prior(video_config, num_tasks=2)
+  prior = priors.build_prior(video_config, num_tasks=2)
   assert isinstance(prior, maskgit.MaskGITPrior) and prior.num_tasks == 2
   assert prior.tokens_per_frame == 16 and prior.vocab_size == 32
   video_config.prior.kind = 'diffusion'
   with pytest.raises(ValueError, match='prior.kind'):
-    train_prior.build_prior(video_config, 1)
+    priors.build_prior(video_config, 1)
   cfg = presets.prior('tiny')
   cfg.maskgit_min_mask_ratio = 1.5
   with pytest.raises(ValueError, match='min_mask_ratio'):

@@ -10,7 +10,7 @@ import pytest
 from viper_jax import reward
 from viper_jax.data.store import EpisodeStore
 from viper_jax.reward import expert_stats
-from viper_jax.video import token_cache, train_prior, train_tokenizer, transformer
+from viper_jax.video import priors, token_cache, train_prior, train_tokenizer, transformer
 
 
 @pytest.fixture(scope='module')
@@ -36,11 +36,42 @@ def test_load_scores_with_the_trained_weights(trained):
   codes = token_cache.load(store, ['dmc:synthetic'], 'test', fingerprint)[0].codes
   frames = store.load(store.paths('dmc:synthetic', 'test')[0])['image']
   lp = np.asarray(model.log_likelihood(frames[None]))[0]
-  prior = train_prior.build_prior(config, 1)
+  prior = priors.build_prior(config, 1)
   codes = jnp.asarray(codes.reshape(1, len(codes), -1))
   logits = prior.apply({'params': model.params['prior']}, codes, jnp.zeros((1,), jnp.int32))
   np.testing.assert_allclose(lp, transformer.log_likelihood_per_frame(logits, codes)[0],
                              rtol=1e-5, atol=1e-4)
+
+
+def test_load_reads_the_same_params_as_a_full_train_state_restore(trained):
+  """reward.load restores only params subtrees; they equal those of a whole-state restore."""
+  import jax
+  from viper_jax import checkpoint
+  config, root, _ = trained
+  model = reward.load(root)
+  assert model.metadata['tasks'] == ['dmc:synthetic'] and model.metadata['prior_step'] == 4
+  saved = checkpoint.Checkpointer(root / 'prior' / 'checkpoints')
+  template = train_prior.init_state(priors.build_prior(config, 1), config.prior.train,
+                                    jax.random.key(0), 3)
+  state, _ = saved.restore(4, template)
+  saved.close()
+  for got, want in zip(jax.tree.leaves(model.params['prior']), jax.tree.leaves(state['ema_params'])):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  _, tok_params, tok_stats, _ = train_tokenizer.load(root)
+  for got, want in zip(jax.tree.leaves(model.params['tokenizer']),
+                       jax.tree.leaves({'params': tok_params, 'vq_stats': tok_stats})):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_reward_library_imports_no_training_code():
+  """`import viper_jax.reward` pulls in neither optax, grain nor a train module (fresh process)."""
+  import subprocess
+  import sys
+  code = ('import sys, viper_jax.reward; print(sorted(m for m in sys.modules if m.startswith('
+          '("optax", "grain", "viper_jax.video.train", "viper_jax.agent"))))')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
+                       cwd=Path(__file__).parent.parent)
+  assert out.stdout.strip() == '[]', out.stdout
 
 
 def test_reward_stats_and_scaling(trained):

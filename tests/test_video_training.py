@@ -6,7 +6,7 @@ import pytest
 from conftest import synthetic_episode
 
 from viper_jax import checkpoint, parallel
-from viper_jax.video import presets, token_cache, train_prior, train_tokenizer
+from viper_jax.video import presets, priors, token_cache, train_prior, train_tokenizer
 
 
 def _frames(count=8, size=32):
@@ -64,7 +64,7 @@ def test_tokenizer_step_on_four_devices_equals_one_device():
 
 
 def test_prior_step_on_four_devices_equals_one_device(video_config):
-  prior = train_prior.build_prior(video_config, num_tasks=2)
+  prior = priors.build_prior(video_config, num_tasks=2)
   tcfg = video_config.prior.train
   state = train_prior.init_state(prior, tcfg, jax.random.key(0), window=3)
   rng = np.random.default_rng(0)
@@ -105,7 +105,7 @@ def test_kill_and_resume_equals_uninterrupted(video_config, tmp_path):
   train_prior.run(video_config, tmp_path / 'a')
   train_prior.run(video_config, tmp_path / 'b', stop_after=3)
   result = train_prior.run(video_config, tmp_path / 'b')
-  prior = train_prior.build_prior(video_config, 1)
+  prior = priors.build_prior(video_config, 1)
   template = train_prior.init_state(prior, video_config.prior.train, jax.random.key(0), 3)
   a, _ = _final_state(tmp_path / 'a' / 'prior' / 'checkpoints', template)
   b, _ = _final_state(tmp_path / 'b' / 'prior' / 'checkpoints', template)

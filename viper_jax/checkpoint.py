@@ -37,6 +37,23 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     return restored['state'], dict(restored['meta'] or {})
 
+  def restore_subtrees(self, step: int, abstract: dict) -> dict:
+    """Only some top-level entries of a saved state, e.g. {'params': ...}, nothing else read.
+
+    abstract: {name: pytree of jax.ShapeDtypeStruct} (from `jax.eval_shape`; leaves without a
+    sharding land on this process's first device). The other entries of the saved state
+    (optimiser states, ...) are neither read nor templated.
+    """
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(
+        lambda x: x if getattr(x, 'sharding', None) is not None
+        else jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
+    restored = self._manager.restore(int(step), args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(
+            item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+            partial_restore=True)))
+    return dict(restored['state'])
+
   def restore_meta(self, step: int) -> dict:
     """Only the JSON metadata of a checkpoint (no template needed)."""
     restored = self._manager.restore(int(step), args=ocp.args.Composite(

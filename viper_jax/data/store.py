@@ -70,3 +70,11 @@ class EpisodeStore:
         if not where(metadata):
           continue
       yield episodes_lib.load_episode(path)
+
+
+def store_and_tasks(config, workdir) -> tuple[EpisodeStore, list[str]]:
+  """The episode store of an experiment (config.data.root, else `<workdir>/episodes`) and the
+  sorted tasks its video model is trained on (config.data.tasks, else [config.task])."""
+  store = EpisodeStore(config.data.root or epath.Path(workdir) / 'episodes')
+  tasks = sorted(config.data.tasks) if config.data.tasks else [config.task]
+  return store, tasks

@@ -14,9 +14,8 @@ import uuid
 import numpy as np
 from etils import epath
 
-from viper_jax.data.store import EpisodeStore
+from viper_jax.data.store import EpisodeStore, store_and_tasks
 from viper_jax.reward import likelihood
-from viper_jax.video import train_tokenizer
 
 
 def ranks(values) -> np.ndarray:
@@ -111,7 +110,7 @@ def plot(rows: list[dict], summary: dict, path) -> None:
 def run(config, workdir) -> dict:
   root = epath.Path(workdir)
   model = likelihood.load(root)
-  store, _ = train_tokenizer.store_and_tasks(config, root)  # where the model's episodes are
+  store, _ = store_and_tasks(config, root)  # where the model's episodes are
   rows = score_episodes(model, store, config.task)
   summary = summarize(rows)
   result = dict(summary, task=config.task, per_episode=rows)

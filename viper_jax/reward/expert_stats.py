@@ -15,9 +15,8 @@ from etils import epath
 from tqdm import tqdm
 
 from viper_jax.data import loaders
-from viper_jax.data.store import EpisodeStore
+from viper_jax.data.store import EpisodeStore, store_and_tasks
 from viper_jax.reward import likelihood
-from viper_jax.video import train_tokenizer
 
 
 def compute(model: likelihood.RewardModel, store: EpisodeStore, max_noise: float = 0.0,
@@ -49,7 +48,7 @@ def run(config, workdir) -> dict:
     raw.update(config.reward.to_dict())
   raw.scale = 'none'  # the statistics are of the unscaled reward
   model = likelihood.load(root, reward_config=raw)
-  store, _ = train_tokenizer.store_and_tasks(config, root)  # where the model's episodes are
+  store, _ = store_and_tasks(config, root)  # where the model's episodes are
   stats = compute(model, store, config.data.max_noise)
   path = root / likelihood.STATS_FILE
   path.parent.mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,7 @@ from etils import epath
 
 from viper_jax import parallel
 from viper_jax.envs import score_masks
-from viper_jax.video import presets, train_prior, train_tokenizer, transformer, vqgan
+from viper_jax.video import presets, priors, restore, transformer, vqgan
 
 REDUCTIONS = ('sum', 'mean')
 LIKELIHOODS = ('conditional', 'joint')
@@ -86,7 +86,7 @@ def task_names(config) -> list[str]:
 class _Modules:
   """The flax modules and static settings one config describes (hashable: a jit static arg)."""
   tokenizer: vqgan.VQGAN
-  prior: transformer.VideoPrior
+  prior: transformer.VideoPrior  # or maskgit.MaskGITPrior (see priors.py)
   image_size: tuple[int, int]
   frame_skip: int
   reduce: str
@@ -108,7 +108,7 @@ def _modules(config) -> _Modules:
     masks = tuple(tuple(map(tuple, score_masks.score_mask(t, size).tolist())) for t in tasks)
   return _Modules(
       tokenizer=vqgan.VQGAN.from_config(config.tokenizer),
-      prior=train_prior.build_prior(config, len(tasks)),
+      prior=priors.build_prior(config, len(tasks)),
       image_size=size, frame_skip=int(config.prior.frame_skip), reduce=rcfg.reduce,
       joint=rcfg.get('likelihood', 'conditional') == 'joint', scale=rcfg.scale, chunk_frames=int(rcfg.chunk_frames), encode_batch=int(rcfg.encode_batch),
       window_batch=int(rcfg.window_batch), score_masks=masks)
@@ -146,8 +146,11 @@ def _encode(m: _Modules, tok_vars, frames):
 def _frame_scores(m: _Modules, prior_params, codes, task_ids):
   """Per-frame token log-probs reduced: codes int32 [B, T, N] -> float32 [B, T] (one pass)."""
   logits = m.prior.apply({'params': prior_params}, codes, task_ids)
-  logp = jax.nn.log_softmax(logits, axis=-1)
-  token_lp = jnp.take_along_axis(logp, codes[..., None], axis=-1)[..., 0]
+  return _reduce(m, transformer.token_log_probs(logits, codes))
+
+
+def _reduce(m: _Modules, token_lp):
+  """A frame's score from its codes' log-probs: [..., N] -> [...] ('sum' or 'mean')."""
   return token_lp.sum(-1) if m.reduce == 'sum' else token_lp.mean(-1)
 
 
@@ -319,8 +322,7 @@ def _stream_step(m, params, state, frame):
   inputs = jnp.concatenate([state['last_code'][j][:, None], codes[:, :-1]], axis=1)
   logits, cache = m.prior.apply({'params': params['prior']}, cache, inputs, task_ids,
                                 method=transformer.VideoPrior.extend)
-  token_lp = jnp.take_along_axis(jax.nn.log_softmax(logits, -1), codes[..., None], -1)[..., 0]
-  lp = token_lp.sum(-1) if m.reduce == 'sum' else token_lp.mean(-1)
+  lp = _reduce(m, transformer.token_log_probs(logits, codes))
   # recent [s, context, B]: the latest conditionals of each sub-sequence (for 'joint').
   recent = state['recent'].at[j].set(jnp.concatenate([state['recent'][j, 1:], lp[None]]))
   if m.joint:
@@ -336,14 +338,18 @@ class RewardModel:
   """A frozen tokenizer + prior with its config: the VIPER reward for whole trajectories.
 
   Attributes: config (ConfigDict: task, env, data, tokenizer, prior, reward sections), params
-  (see `log_likelihood_fn`), task_names (task id -> name), checkpoint (dir or None).
+  (see `log_likelihood_fn`), task_names (task id -> name), checkpoint (dir or None), metadata
+  (dict: the prior checkpoint's metadata, e.g. 'tasks', plus 'tokenizer_step' and 'prior_step';
+  empty for `init`).
   """
 
-  def __init__(self, config, params, checkpoint: str | None = None, mesh=None):
+  def __init__(self, config, params, checkpoint: str | None = None, mesh=None,
+               metadata: dict | None = None):
     """mesh: a `jax.sharding.Mesh` with a 'data' axis (see viper_jax.parallel) to split the batch
     over; params are replicated on it. Multi-host: every host passes its own rows and gets their
-    scores back. None: one device."""
+    scores back. None: one device. metadata: what the checkpoint recorded (see `load`)."""
     self.config = config
+    self.metadata = dict(metadata or {})
     self.task_names = task_names(config)
     self.checkpoint = checkpoint
     self.mesh = mesh
@@ -358,9 +364,7 @@ class RewardModel:
     k_tok, k_prior = jax.random.split(jax.random.key(seed))
     tok_params, tok_stats, _ = vqgan.init_variables(k_tok, config.tokenizer,
                                                     tuple(config.env.size))
-    codes = jnp.zeros((1, 2, m.prior.tokens_per_frame), jnp.int32)
-    prior_params = jax.jit(lambda k: m.prior.init(k, codes, jnp.zeros((1,), jnp.int32)))(
-        k_prior)['params']
+    prior_params = priors.init_params(m.prior, k_prior)
     params = {'tokenizer': {'params': tok_params, 'vq_stats': tok_stats},
               'prior': prior_params}
     return cls(config, params, mesh=mesh)
@@ -418,9 +422,9 @@ class RewardModel:
 
   def init_stream(self, batch_size: int, task_ids=None) -> dict[str, Any]:
     """Streaming state for batch_size trajectories that start now (their first frame next)."""
-    if not isinstance(self._m.prior, transformer.VideoPrior):
+    if not priors.kind_of(self._m.prior).streams:
       raise ValueError("streaming needs the autoregressive prior (prior.kind='ar'); this model's "
-                       f'prior is {type(self._m.prior).__name__}: use log_likelihood')
+                       f'prior is {self._m.prior.kind!r}: use log_likelihood')
     task_ids = self._ids(task_ids, batch_size)
     dummy = jnp.zeros((batch_size, 1) + self._m.image_size + (3,), jnp.uint8)
     _check_inputs(self._m, dummy, task_ids, self._m.prior.task_conditioning,
@@ -455,41 +459,27 @@ def load(checkpoint_dir, reward_config=None, mesh=None) -> RewardModel:
 
   checkpoint_dir: the workdir of `viper train-tokenizer` / `viper train-prior`, holding
   tokenizer/ and prior/ (config.json and orbax checkpoints; the prior's EMA params are used when
-  it trained with EMA) and, if `viper reward-stats` ran, reward/expert_stats.json.
+  it trained with EMA) and, if `viper reward-stats` ran, reward/expert_stats.json. Only the
+  params are read (video/restore.py), never the optimiser states.
   reward_config: a `reward` section overriding the one saved with the experiment; mesh: see
   `RewardModel`.
   """
-  from viper_jax import checkpoint
   root = epath.Path(checkpoint_dir)
-  config_path = root / 'prior' / 'config.json'
-  if not config_path.exists():
-    raise FileNotFoundError(f'no trained prior in {root}: expected {config_path} '
+  config = restore.saved_config(root / 'prior')
+  if config is None:
+    raise FileNotFoundError(f'no trained prior in {root}: expected {root / "prior" / "config.json"} '
                             '(run `viper train-tokenizer` and `viper train-prior` with this workdir)')
-  config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
   with config.unlocked():
     if reward_config is not None:
       config.reward = reward_config
     elif 'reward' not in config:
       config.reward = default_config()
-  tok_cfg, tok_params, tok_stats, _ = train_tokenizer.load(root, config.tokenizer)
-  checkpointer = checkpoint.Checkpointer(root / 'prior' / 'checkpoints')
-  step = checkpointer.latest_step()
-  if step is None:
-    raise FileNotFoundError(f'no prior checkpoint in {root / "prior" / "checkpoints"}')
-  tasks = checkpointer.restore_meta(step).get('tasks')
-  if tasks and list(tasks) != task_names(config):
-    with config.unlocked():
-      config.data.tasks = tuple(tasks)  # the store's tasks at training time, in id order
-  prior = train_prior.build_prior(config, len(task_names(config)))
-  template = train_prior.init_state(prior, config.prior.train, jax.random.key(0),
-                                    config.prior.train.window)
-  state, _ = checkpointer.restore(step, template)
-  checkpointer.close()
-  use_ema = config.prior.train.ema_decay > 0
-  params = {'tokenizer': {'params': tok_params, 'vq_stats': tok_stats},
-            'prior': state['ema_params'] if use_ema else state['params']}
+  _, tok_vars, tok_step = restore.tokenizer(root, config.tokenizer)
+  prior_params, prior_step, meta = restore.prior(root, config)
+  params = {'tokenizer': tok_vars, 'prior': prior_params}
   stats_path = root / STATS_FILE
   if stats_path.exists():
     stats = json.loads(stats_path.read_text())
     params['stats'] = {k: jnp.float32(stats[k]) for k in ('mean', 'std', 'min', 'max')}
-  return RewardModel(config, params, checkpoint=str(root), mesh=mesh)
+  metadata = dict(meta, tokenizer_step=tok_step, prior_step=prior_step)
+  return RewardModel(config, params, checkpoint=str(root), mesh=mesh, metadata=metadata)

@@ -1,6 +1,6 @@
 """A MaskGIT video prior: masked-token prediction per frame, block-causal across frames.
 
-Selected with `config.prior.kind = 'maskgit'` (train_prior.build_prior); same tokens, config
+Selected with `config.prior.kind = 'maskgit'` (priors.build_prior); same tokens, config
 section, call signature and reward API as the autoregressive `transformer.VideoPrior`.
 
 Codes are int32 [B, T, N] (N = h * w codes per frame), vocabulary V; input id V is [MASK]. Every
@@ -101,6 +101,7 @@ class MaskGITPrior(nn.Module):
 
   Params are float32; activations use `dtype`; logits come back float32.
   """
+  kind = 'maskgit'  # see video/priors.py (a class attribute, not a field)
   vocab_size: int
   tokens_per_frame: int
   num_layers: int = 8
@@ -205,8 +206,7 @@ def maskgit_loss(prior: MaskGITPrior, params, batch, key: jax.Array,
   mask = random_mask(mask_key, codes.shape, prior.min_mask_ratio)
   logits = prior.apply({'params': params}, codes, batch['task_id'], train=train, mask=mask,
                        rngs={'dropout': dropout_key} if train else None)
-  logp = jax.nn.log_softmax(logits, axis=-1)
-  token_lp = jnp.take_along_axis(logp, codes[..., None], axis=-1)[..., 0]
+  token_lp = transformer.token_log_probs(logits, codes)
   return -jnp.sum(jnp.where(mask, token_lp, 0.0)) / jnp.sum(mask)
 
 
@@ -250,7 +250,7 @@ def sample(params, prior_module: MaskGITPrior, key: jax.Array, task_ids: jax.Arr
                         jax.random.categorical(sample_key, logits / jnp.maximum(temperature, 1e-6)),
                         jnp.argmax(logits, -1)).astype(jnp.int32)
       frame = jnp.where(known, frame, drawn)
-      logp = jnp.take_along_axis(jax.nn.log_softmax(logits, -1), frame[..., None], -1)[..., 0]
+      logp = transformer.token_log_probs(logits, frame)
       confidence = jnp.where(known, jnp.inf, logp)
       remaining = jnp.floor(n * jnp.cos(math.pi / 2 * (s + 1) / steps)).astype(jnp.int32)
       rank = jnp.argsort(jnp.argsort(confidence, axis=-1), axis=-1)  # 0: least confident

@@ -19,35 +19,14 @@ from etils import epath
 from viper_jax import configs, parallel
 from viper_jax.data import loaders
 from viper_jax.metrics import save_video
-from viper_jax.video import maskgit, token_cache, train_tokenizer, training, transformer, vqgan
+from viper_jax.data.store import store_and_tasks
+from viper_jax.video import priors, token_cache, train_tokenizer, training, transformer, vqgan
 from viper_jax.video.training import make_optimizer
 
 
-def grid_shape(tokenizer_cfg, image_size) -> tuple[int, int]:
-  factor = 2 ** (len(tokenizer_cfg.channel_mult) - 1)
-  return image_size[0] // factor, image_size[1] // factor
-
-
-PRIOR_KINDS = ('ar', 'maskgit')
-
-
-def build_prior(config, num_tasks: int) -> transformer.VideoPrior | maskgit.MaskGITPrior:
-  """The prior module of `config.prior.kind`: 'ar' (VideoPrior) or 'maskgit' (MaskGITPrior)."""
-  h, w = grid_shape(config.tokenizer, config.env.size)
-  cfg = config.prior.copy_and_resolve_references()
-  with cfg.unlocked():
-    cfg.num_tasks = max(1, num_tasks)
-  kind = cfg.get('kind', 'ar')  # configs saved before `kind` existed are AR
-  if kind not in PRIOR_KINDS:
-    raise configs.ConfigError(f'prior.kind must be one of {PRIOR_KINDS}, got {kind!r}')
-  module = maskgit.MaskGITPrior if kind == 'maskgit' else transformer.VideoPrior
-  return module.from_config(cfg, config.tokenizer.codebook_size, h * w)
-
-
-def init_state(prior: transformer.VideoPrior, train_cfg, key, window: int) -> dict:
+def init_state(prior, train_cfg, key, window: int) -> dict:
   """Train state: step, params, ema_params, opt_state."""
-  codes = jnp.zeros((1, window, prior.tokens_per_frame), jnp.int32)
-  params = jax.jit(lambda k: prior.init(k, codes, jnp.zeros((1,), jnp.int32))['params'])(key)
+  params = priors.init_params(prior, key, window)
   return dict(step=jnp.zeros((), jnp.int32), params=params,
               ema_params=jax.tree.map(jnp.copy, params),  # distinct buffers: the step donates
               opt_state=make_optimizer(train_cfg).init(params))
@@ -56,16 +35,12 @@ def init_state(prior: transformer.VideoPrior, train_cfg, key, window: int) -> di
 def nll_per_token(prior, params, batch, train: bool = False, key=None) -> jax.Array:
   """Mean negative log-likelihood (nats) per code of batch {'codes' [B,T,N], 'task_id' [B]}.
 
-  A MaskGIT prior trains on its masked-token loss (`maskgit.maskgit_loss`, key also draws the
-  masks); evaluated (train=False) it gives its scoring NLL (every frame from the past only).
+  train=True: the kind's training loss (MaskGIT: its masked-token loss; key draws the masks and
+  dropout); train=False: the scoring NLL (every frame from the past only), for any kind.
   """
-  if train and isinstance(prior, maskgit.MaskGITPrior):
-    return maskgit.maskgit_loss(prior, params, batch, key, train=True)
-  rngs = {'dropout': key} if train else None
-  logits = prior.apply({'params': params}, batch['codes'], batch['task_id'], train=train,
-                       rngs=rngs)
-  logp = jax.nn.log_softmax(logits, axis=-1)
-  return -jnp.mean(jnp.take_along_axis(logp, batch['codes'][..., None], -1))
+  if train:
+    return priors.kind_of(prior).train_loss(prior, params, batch, key, train=True)
+  return transformer.nll_per_code(prior, params, batch)
 
 
 def make_train_step(prior, train_cfg):
@@ -103,11 +78,11 @@ def run(config, workdir, stop_after: int | None = None) -> dict:
   (out / 'config.json').write_text(config.to_json_best_effort(indent=2))
   mesh = parallel.make_mesh()
   parallel.check_batch_divisible(tcfg.batch_size, mesh, 'prior.train.batch_size')
-  store, tasks = train_tokenizer.store_and_tasks(config, workdir)
+  store, tasks = store_and_tasks(config, workdir)
 
   # Tokenize every episode once with the trained tokenizer (rebuilt if the tokenizer changed).
   tok_cfg, tok_params, tok_stats, fingerprint = train_tokenizer.load(workdir, config.tokenizer)
-  encode = train_tokenizer.make_encode_fn(tok_cfg, tok_params, tok_stats, mesh)
+  encode = vqgan.make_encode_fn(tok_cfg, tok_params, tok_stats, mesh)
   token_cache.build(store, tasks, encode, fingerprint, batch_size=64 * mesh.size,
                     mask_score=config.data.mask_score)
   train_eps = token_cache.load(store, tasks, 'train', fingerprint, config.data.max_noise)
@@ -117,7 +92,7 @@ def run(config, workdir, stop_after: int | None = None) -> dict:
   val_windows = loaders.WindowSource(test_eps, window, pcfg.frame_skip, stride=window)
   batches = loaders.window_batches(train_windows, tcfg.batch_size, tcfg.seed)
 
-  prior = build_prior(config, len(tasks))
+  prior = priors.build_prior(config, len(tasks))
   state = parallel.put_replicated(init_state(prior, tcfg, jax.random.key(tcfg.seed), window), mesh)
   replicated, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
   step_fn = jax.jit(make_train_step(prior, tcfg), in_shardings=(replicated, data, replicated),
@@ -140,14 +115,13 @@ def run(config, workdir, stop_after: int | None = None) -> dict:
 
   decode = jax.jit(lambda codes: vqgan.frames_to_uint8(vqgan.VQGAN.from_config(tok_cfg).apply(
       {'params': tok_params, 'vq_stats': tok_stats}, codes, method=vqgan.VQGAN.decode)))
-  h, w = grid_shape(config.tokenizer, config.env.size)
+  h, w = priors.grid_shape(config.tokenizer, config.env.size)
 
   def samples(state, step):
     params = state['ema_params'] if tcfg.ema_decay > 0 else state['params']
     prompt = np.stack([val_windows[0]['codes'][:1], val_windows[len(val_windows) // 2]['codes'][:1]])
     task_ids = np.array([val_windows[0]['task_id'], val_windows[len(val_windows) // 2]['task_id']])
-    sample_fn = maskgit.sample if isinstance(prior, maskgit.MaskGITPrior) else transformer.sample
-    codes = sample_fn(params, prior, jax.random.key(step), jnp.asarray(task_ids), window,
+    codes = priors.kind_of(prior).sample(params, prior, jax.random.key(step), jnp.asarray(task_ids), window,
                       prompt_codes=jnp.asarray(prompt, jnp.int32))
     frames = np.asarray(decode(codes.reshape(-1, h, w))).reshape(2, window, *config.env.size, 3)
     video = np.concatenate(list(frames), axis=2)  # the two samples side by side

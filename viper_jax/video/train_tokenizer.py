@@ -18,17 +18,10 @@ from etils import epath
 
 from viper_jax import configs, parallel
 from viper_jax.data import loaders
-from viper_jax.data.store import EpisodeStore
+from viper_jax.data.store import store_and_tasks
 from viper_jax.metrics import image_grid, save_png
-from viper_jax.video import training, vqgan
+from viper_jax.video import restore, token_cache, training, vqgan
 from viper_jax.video.training import make_optimizer
-
-
-def store_and_tasks(config, workdir) -> tuple[EpisodeStore, list[str]]:
-  """The episode store and the (sorted) tasks the video model is trained on."""
-  store = EpisodeStore(config.data.root or epath.Path(workdir) / 'episodes')
-  tasks = sorted(config.data.tasks) if config.data.tasks else [config.task]
-  return store, tasks
 
 
 def init_state(cfg, key, image_size) -> dict:
@@ -96,16 +89,6 @@ def jit_train_step(train_step, mesh):
   replicated, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
   return jax.jit(train_step, in_shardings=(replicated, data, replicated),
                  out_shardings=(replicated, replicated), donate_argnums=0)
-
-
-def make_encode_fn(cfg, params, vq_stats, mesh):
-  """Jitted, batch-sharded: uint8 [B, H, W, 3] -> int32 codes [B, h, w]."""
-  model = vqgan.VQGAN.from_config(cfg)
-  variables = parallel.put_replicated({'params': params, 'vq_stats': vq_stats}, mesh)
-  encode = jax.jit(lambda v, frames: model.apply(v, frames, method=vqgan.VQGAN.encode),
-                   in_shardings=(parallel.replicated(mesh), parallel.data_sharding(mesh)))
-  return lambda frames: np.asarray(jax.device_get(
-      encode(variables, parallel.put_batch(frames, mesh) if jax.process_count() > 1 else frames)))
 
 
 def _reconstruct_fn(cfg):
@@ -183,30 +166,14 @@ def run(config, workdir, stop_after: int | None = None) -> dict:
   return result
 
 
-def load(workdir, cfg=None, mesh=None):
-  """The newest tokenizer checkpoint under `<workdir>/tokenizer`.
+def load(workdir, cfg=None):
+  """The newest tokenizer checkpoint under `<workdir>/tokenizer` (params only, see restore.py).
 
   Returns (cfg, params, vq_stats, fingerprint); fingerprint identifies the checkpoint (for the
   token cache). cfg defaults to the tokenizer section saved beside the checkpoint.
   """
-  from viper_jax import checkpoint
-  import ml_collections
-  from viper_jax.video import token_cache
+  cfg, variables, step = restore.tokenizer(workdir, cfg)
   out = epath.Path(workdir) / 'tokenizer'
-  saved = json.loads((out / 'config.json').read_text()) if (out / 'config.json').exists() else None
-  if cfg is None:
-    if saved is None:
-      raise FileNotFoundError(f'no tokenizer in {out}: run `viper train-tokenizer` first')
-    cfg = ml_collections.ConfigDict(saved['tokenizer'])
-  image_size = tuple(saved['env']['size']) if saved else (64, 64)
-  checkpointer = checkpoint.Checkpointer(out / 'checkpoints')
-  step = checkpointer.latest_step()
-  if step is None:
-    raise FileNotFoundError(f'no tokenizer checkpoint in {out / "checkpoints"}: run '
-                            '`viper train-tokenizer` first')
-  template = init_state(cfg, jax.random.key(0), image_size)
-  state, _ = checkpointer.restore(step, template)
-  checkpointer.close()
   fingerprint = {'checkpoint': str(out.resolve() if not str(out).startswith('gs://') else out),
-                 'step': int(step), 'params': token_cache.params_digest(state['params'])}
-  return cfg, state['params'], state['vq_stats'], fingerprint
+                 'step': int(step), 'params': token_cache.params_digest(variables['params'])}
+  return cfg, variables['params'], variables['vq_stats'], fingerprint

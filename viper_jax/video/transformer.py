@@ -53,10 +53,24 @@ def input_tokens(codes: jax.Array) -> jax.Array:
   return jnp.concatenate([jnp.full_like(flat[:, :1], BOS), flat[:, :-1]], axis=1)
 
 
+def token_log_probs(logits: jax.Array, codes: jax.Array) -> jax.Array:
+  """logits [..., V], codes int [...] -> float32 [...]: log softmax of the logits at the code."""
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return jnp.take_along_axis(logp, codes[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
 def log_likelihood_per_frame(logits: jax.Array, codes: jax.Array) -> jax.Array:
   """logits [B, T, N, V], codes int32 [B, T, N] -> float32 [B, T]: sum_n log softmax at the code."""
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  return jnp.take_along_axis(logp, codes[..., None], axis=-1)[..., 0].sum(-1)
+  return token_log_probs(logits, codes).sum(-1)
+
+
+def nll_per_code(prior, params, batch, key=None, train: bool = False) -> jax.Array:
+  """Mean negative log-likelihood (nats) per code of batch {'codes' [B,T,N], 'task_id' [B]},
+  every frame scored from its past (any prior kind); train=True: with dropout (key draws it)."""
+  rngs = {'dropout': key} if train else None
+  logits = prior.apply({'params': params}, batch['codes'], batch['task_id'], train=train,
+                       rngs=rngs)
+  return -jnp.mean(token_log_probs(logits, batch['codes']))
 
 
 def _rope(x: jax.Array, times: jax.Array, base: float) -> jax.Array:
@@ -277,6 +291,7 @@ class VideoPrior(nn.Module):
 
   Params are float32; activations use `dtype`; logits come back float32.
   """
+  kind = 'ar'  # see video/priors.py (a class attribute, not a field)
   vocab_size: int
   tokens_per_frame: int
   num_layers: int = 8

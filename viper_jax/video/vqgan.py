@@ -35,7 +35,9 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from viper_jax import parallel
 from viper_jax.video import presets
 
 Array = jax.Array
@@ -426,6 +428,17 @@ def init_variables(key: Array, cfg, image_size: tuple[int, int] = (64, 64)):
     return variables['params'], variables['vq_stats'], disc_params
 
   return init(key)
+
+
+def make_encode_fn(cfg, params, vq_stats, mesh) -> Callable:
+  """Jitted, batch-sharded over the mesh's 'data' axis: uint8 [B, H, W, 3] -> int32 numpy codes
+  [B, h, w] (B divisible by the mesh size; multi-host: this host's rows)."""
+  model = VQGAN.from_config(cfg)
+  variables = parallel.put_replicated({'params': params, 'vq_stats': vq_stats}, mesh)
+  encode = jax.jit(lambda v, frames: model.apply(v, frames, method=VQGAN.encode),
+                   in_shardings=(parallel.replicated(mesh), parallel.data_sharding(mesh)))
+  return lambda frames: np.asarray(jax.device_get(
+      encode(variables, parallel.put_batch(frames, mesh) if jax.process_count() > 1 else frames)))
 
 
 def encoder_outputs(params, frames: Array, cfg) -> Array:

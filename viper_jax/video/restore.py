@@ -1,0 +1,76 @@
+"""The trained tokenizer and prior of a workdir, read back as params only (no train state).
+
+The train stages save whole train states (tokenizer: params, codebook statistics, two optimiser
+states, the discriminator; prior: params, EMA params, optimiser state). Reading weights for
+scoring needs a small part of that: the templates here come from `jax.eval_shape` of the models'
+init (no weights computed) and only the needed subtrees are read from disk
+(`Checkpointer.restore_subtrees`). Train states of every version of the stages load, since they
+keep the params under the same names.
+"""
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from etils import epath
+
+from viper_jax import checkpoint
+from viper_jax.video import priors, vqgan
+
+
+def saved_config(stage_dir) -> ml_collections.ConfigDict | None:
+  """The experiment config a stage saved beside its checkpoints (`<stage_dir>/config.json`)."""
+  path = epath.Path(stage_dir) / 'config.json'
+  return ml_collections.ConfigDict(json.loads(path.read_text())) if path.exists() else None
+
+
+def _latest(directory, what: str) -> tuple[checkpoint.Checkpointer, int]:
+  checkpointer = checkpoint.Checkpointer(directory)
+  step = checkpointer.latest_step()
+  if step is None:
+    checkpointer.close()
+    raise FileNotFoundError(f'no {what} checkpoint in {directory}: run `viper train-{what}` first')
+  return checkpointer, step
+
+
+def tokenizer(workdir, cfg=None) -> tuple[ml_collections.ConfigDict, dict, int]:
+  """(cfg, variables {'params', 'vq_stats'}, step) of the newest checkpoint in
+  `<workdir>/tokenizer`; cfg defaults to the tokenizer section saved there."""
+  out = epath.Path(workdir) / 'tokenizer'
+  saved = saved_config(out)
+  if cfg is None:
+    if saved is None:
+      raise FileNotFoundError(f'no tokenizer in {out}: run `viper train-tokenizer` first')
+    cfg = saved.tokenizer
+  image_size = tuple(saved.env.size) if saved is not None else (64, 64)
+  frames = jnp.zeros((1, *image_size, 3), jnp.uint8)
+  abstract = jax.eval_shape(
+      lambda k: vqgan.VQGAN.from_config(cfg).init(k, frames, train=False), jax.random.key(0))
+  checkpointer, step = _latest(out / 'checkpoints', 'tokenizer')
+  variables = checkpointer.restore_subtrees(step, dict(abstract))
+  checkpointer.close()
+  return cfg, variables, step
+
+
+def prior(workdir, config) -> tuple[dict, int, dict]:
+  """(params, step, meta) of the newest checkpoint in `<workdir>/prior`: the EMA params when the
+  prior trained with EMA (config.prior.train.ema_decay > 0), else the raw ones.
+
+  config: the experiment config it was trained with. When the checkpoint's metadata lists the
+  tasks it was trained on, config.data.tasks is set to them (task ids are positions in it).
+  """
+  checkpointer, step = _latest(epath.Path(workdir) / 'prior' / 'checkpoints', 'prior')
+  meta = checkpointer.restore_meta(step)
+  tasks = meta.get('tasks')
+  names = list(config.data.tasks) if config.data.tasks else [config.task]
+  if tasks and list(tasks) != names:
+    with config.unlocked():
+      config.data.tasks = tuple(tasks)  # the store's tasks at training time, in id order
+    names = list(tasks)
+  name = 'ema_params' if config.prior.train.ema_decay > 0 else 'params'
+  abstract = priors.abstract_params(priors.build_prior(config, len(names)))
+  params = checkpointer.restore_subtrees(step, {name: abstract})[name]
+  checkpointer.close()
+  return params, step, meta
