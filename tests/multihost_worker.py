@@ -67,9 +67,7 @@ def main():
   state = train_prior.init_state(prior, tcfg, jax.random.key(0), 3)
   barrier('state')
   state = parallel.put_replicated(state, mesh)
-  replicated, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
-  step = jax.jit(train_prior.make_train_step(prior, tcfg), in_shardings=(replicated, data, replicated),
-                 out_shardings=(replicated, replicated))
+  step = parallel.jit_train_step(train_prior.make_train_step(prior, tcfg), mesh, donate=False)
   rng = np.random.default_rng(0)
   batches = [{'codes': rng.integers(0, 32, (8, 3, prior.tokens_per_frame)).astype(np.int32),
               'task_id': np.zeros((8,), np.int32)} for _ in range(3)]

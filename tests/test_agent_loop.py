@@ -13,7 +13,7 @@ from viper_jax import configs, metrics
 from viper_jax.agent import agent_config, loop
 from viper_jax.data import policies
 from viper_jax.data.store import EpisodeStore
-from viper_jax.video.training import NonFiniteLossError
+from viper_jax.errors import NonFiniteLossError
 
 from conftest import synthetic_episode
 
@@ -67,7 +67,12 @@ def test_trained_agent_is_a_collect_policy(env_run):
   workdir, config, _ = env_run
   from viper_jax import envs
   env = envs.make(config.task, time_limit=5)
-  policy = policies.make_policy(f'agent:{workdir / "checkpoints"}', env, config.task)
+  from viper_jax import pipeline
+  spec = f'agent:{workdir / "checkpoints"}'
+  with config.unlocked():
+    config.collect.policy = spec
+  loader = policies.loader_for(spec, pipeline.policy_loaders(config))
+  policy = policies.make_policy(spec, env, config.task, loader=loader)
   obs, info = env.reset(seed=0)
   policy.reset(0)
   for _ in range(3):

@@ -24,7 +24,7 @@ def load_constant_policy(argument, env):
   return ConstantPolicy(argument, env)
 
 
-policies.register_policy_loader('constant', load_constant_policy)
+LOADERS = {'constant': load_constant_policy}
 
 
 def _files(store, task):
@@ -33,7 +33,7 @@ def _files(store, task):
 
 def test_collect_writes_every_planned_episode(tiny_config, tmp_path):
   tiny_config.collect.policy = 'constant:0.5'
-  result = collect.run(tiny_config, tmp_path)
+  result = collect.run(tiny_config, tmp_path, LOADERS)
   store = EpisodeStore(tmp_path / 'episodes')
   files = _files(store, 'dmc:cartpole-balance')
   assert sorted(files) == ['test/constant-noise0.00-0000.npz', 'test/constant-noise0.50-0000.npz',
@@ -54,17 +54,17 @@ def test_collect_writes_every_planned_episode(tiny_config, tmp_path):
 
 def test_collect_resumes_keeping_existing_and_redoing_broken(tiny_config, tmp_path, capsys):
   tiny_config.collect.policy = 'constant:-0.3'
-  assert collect.run(tiny_config, tmp_path)['new_episodes'] == 5
+  assert collect.run(tiny_config, tmp_path, LOADERS)['new_episodes'] == 5
   store = EpisodeStore(tmp_path / 'episodes')
   files = _files(store, 'dmc:cartpole-balance')
   before = {name: path.read_bytes() for name, path in files.items()}
   mtimes = {name: os.stat(path).st_mtime_ns for name, path in files.items()}
-  assert collect.run(tiny_config, tmp_path)['new_episodes'] == 0  # nothing redone
+  assert collect.run(tiny_config, tmp_path, LOADERS)['new_episodes'] == 0  # nothing redone
   files['train/constant-noise0.00-0001.npz'].unlink()
   broken = files['test/random-0000.npz']
   broken.write_bytes(before['test/random-0000.npz'][:100])  # as if killed mid-copy
   capsys.readouterr()
-  assert collect.run(tiny_config, tmp_path)['new_episodes'] == 2
+  assert collect.run(tiny_config, tmp_path, LOADERS)['new_episodes'] == 2
   assert 'random-0000.npz' in capsys.readouterr().out  # the broken file is reported by path
   for name, path in _files(store, 'dmc:cartpole-balance').items():
     # Recollected episodes are identical (fixed seeds); the others were not touched.
@@ -82,9 +82,9 @@ def _load_bytes(data):
 
 def test_parallel_workers_give_the_same_episodes(tiny_config, tmp_path):
   tiny_config.collect.policy = 'constant:0.2'
-  collect.run(tiny_config, tmp_path / 'one')
+  collect.run(tiny_config, tmp_path / 'one', LOADERS)
   tiny_config.collect.workers = 2
-  collect.run(tiny_config, tmp_path / 'two')
+  collect.run(tiny_config, tmp_path / 'two', LOADERS)
   one = _files(EpisodeStore(tmp_path / 'one' / 'episodes'), 'dmc:cartpole-balance')
   two = _files(EpisodeStore(tmp_path / 'two' / 'episodes'), 'dmc:cartpole-balance')
   assert sorted(one) == sorted(two)
@@ -97,4 +97,14 @@ def test_parallel_workers_give_the_same_episodes(tiny_config, tmp_path):
 def test_unknown_policy_kind_is_an_error(tiny_config, tmp_path):
   tiny_config.collect.policy = 'mystery:1'
   with pytest.raises(ValueError, match='mystery'):
-    collect.run(tiny_config, tmp_path)
+    collect.run(tiny_config, tmp_path, LOADERS)
+
+
+def test_data_layer_never_imports_the_agent():
+  """Collection gets agent policies from its caller (pipeline.policy_loaders), not by import."""
+  import pathlib
+  data = pathlib.Path(collect.__file__).parent
+  offenders = [str(p) for p in data.rglob('*.py') if 'viper_jax.agent' in p.read_text()]
+  assert offenders == []
+  with pytest.raises(ValueError, match=r"agent:x.*\[none given\]"):
+    policies.loader_for('agent:x', {})

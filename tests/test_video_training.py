@@ -35,11 +35,9 @@ def _assert_same_adam_step(a, b, learning_rate):
 
 def _run_step(step, state, batch, devices):
   mesh = parallel.make_mesh(devices)
-  replicated, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
-  fn = jax.jit(step, in_shardings=(replicated, data, replicated),
-               out_shardings=(replicated, replicated))
-  state = jax.device_put(state, replicated)
-  return fn(state, jax.device_put(batch, data), jax.random.key(3))
+  fn = parallel.jit_train_step(step, mesh, donate=False)
+  state = jax.device_put(state, parallel.replicated(mesh))
+  return fn(state, jax.device_put(batch, parallel.data_sharding(mesh)), jax.random.key(3))
 
 
 def test_four_devices_are_available():
@@ -114,7 +112,7 @@ def test_kill_and_resume_equals_uninterrupted(video_config, tmp_path):
   assert (tmp_path / 'a' / 'prior' / 'sample.gif').exists()
 
 
-def test_token_cache_rebuilds_when_the_tokenizer_changes(video_config, tmp_path):
+def test_two_tokenizers_sharing_a_store_keep_both_caches(video_config, tmp_path):
   from viper_jax.data.store import EpisodeStore
   store = EpisodeStore(video_config.data.root)
   tasks = ['dmc:synthetic']
@@ -130,10 +128,14 @@ def test_token_cache_rebuilds_when_the_tokenizer_changes(video_config, tmp_path)
   assert token_cache.build(store, tasks, encoder(1), {'step': 1}, batch_size=16) == 0  # cached
   (episode,) = [e for e in token_cache.load(store, tasks, 'test', {'step': 1})]
   assert episode.codes.shape == (24, 4, 4) and np.all(episode.codes == 1)
-  assert token_cache.build(store, tasks, encoder(2), {'step': 2}, batch_size=16) == 4  # rebuilt
+  # A second tokenizer (another experiment on the same store) gets a cache of its own ...
+  assert token_cache.build(store, tasks, encoder(2), {'step': 2}, batch_size=16) == 4
   assert all(np.all(e.codes == 2) for e in token_cache.load(store, tasks, 'train', {'step': 2}))
-  with pytest.raises(ValueError, match='another tokenizer'):
-    token_cache.load(store, tasks, 'train', {'step': 1})
+  # ... and the first one's is untouched: still complete, still its codes.
+  assert token_cache.build(store, tasks, encoder(1), {'step': 1}, batch_size=16) == 0
+  assert all(np.all(e.codes == 1) for e in token_cache.load(store, tasks, 'train', {'step': 1}))
+  with pytest.raises(ValueError, match='no token cache'):
+    token_cache.load(store, tasks, 'train', {'step': 3})
   assert set(calls) == {16}  # fixed batch size: one compilation
 
 

@@ -43,8 +43,10 @@ def _workdir(command: str) -> str:
 
 
 def _collect():
+  from viper_jax import pipeline
   from viper_jax.data import collect
-  collect.run(_require_config('collect'), _workdir('collect'))
+  config = _require_config('collect')
+  collect.run(config, _workdir('collect'), pipeline.policy_loaders(config))
 
 
 def _train_tokenizer():

@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import math
 import time
-import uuid
 
 import jax
 import numpy as np
 from etils import epath
+
+from viper_jax import atomic
 
 
 def _to_float(value) -> float:
@@ -73,9 +74,7 @@ def _drop_rows_after(path: epath.Path, step: int) -> None:
   kept = [line for line in lines if _row_step(line) <= step]
   if len(kept) == len(lines):
     return
-  temp = path.parent / f'{path.name}.tmp-{uuid.uuid4().hex}'
-  temp.write_text(''.join(line + '\n' for line in kept))
-  temp.replace(path)
+  atomic.write(path, ''.join(line + '\n' for line in kept))
 
 
 def _row_step(line: str) -> float:

@@ -75,3 +75,12 @@ def put_batch(host_batch, mesh: Mesh):
 def put_replicated(tree, mesh: Mesh):
   """Places a pytree (identical on every host) replicated on the mesh."""
   return jax.device_put(tree, replicated(mesh))
+
+
+def jit_train_step(train_step, mesh: Mesh, donate: bool = True):
+  """train_step(state, batch, key) -> (state, metrics), jitted data parallel over the mesh: the
+  batch split on 'data', state, key and metrics replicated (XLA inserts the gradient all-reduce).
+  donate: the input state's buffers are reused for the output (callers drop the old state)."""
+  rep, data = replicated(mesh), data_sharding(mesh)
+  return jax.jit(train_step, in_shardings=(rep, data, rep), out_shardings=(rep, rep),
+                 donate_argnums=0 if donate else ())

@@ -16,18 +16,28 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from typing import Callable
 
 from etils import epath
+
+from viper_jax import atomic
 
 STAGES = ('collect', 'train-tokenizer', 'train-prior', 'reward-stats', 'reward-check',
           'train-agent')
 
 
+def policy_loaders(config) -> dict:
+  """The '<kind>:<argument>' policy loaders collection needs for `config.collect.policy`: the
+  agent's for 'agent:<checkpoint dir>' (handed to the data layer, which never imports the agent)."""
+  if str(config.collect.policy).startswith('agent:'):
+    from viper_jax.agent import policy
+    return {'agent': policy.load_policy}
+  return {}
+
+
 def _collect(config, workdir):
   from viper_jax.data import collect
-  summary = collect.run(config, workdir)
+  summary = collect.run(config, workdir, policy_loaders(config))
   return summary if isinstance(summary, dict) else {}
 
 
@@ -92,9 +102,7 @@ def train_agent(config, workdir) -> dict:
                  eval_return=evaluation.get('eval/return'), eval=evaluation,
                  reward_source=config.agent.reward_source)
   path = root / 'agent' / 'result.json'
-  temp = path.parent / f'{path.name}.tmp-{uuid.uuid4().hex}'
-  temp.write_text(json.dumps(summary, indent=2))
-  temp.replace(path)
+  atomic.write_json(path, summary, indent=2)
   return summary
 
 
@@ -109,12 +117,8 @@ def _marker(workdir: epath.Path, stage: str) -> epath.Path:
 
 
 def _write_marker(workdir: epath.Path, stage: str, result: dict, seconds: float) -> None:
-  path = _marker(workdir, stage)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  temp = path.parent / f'{path.name}.tmp-{uuid.uuid4().hex}'
-  temp.write_text(json.dumps({'stage': stage, 'seconds': seconds, 'result': result},
-                             default=lambda o: repr(o)))
-  temp.replace(path)
+  atomic.write(_marker(workdir, stage), json.dumps(
+      {'stage': stage, 'seconds': seconds, 'result': result}, default=lambda o: repr(o)))
 
 
 def run(config, workdir, stages=STAGES, log: Callable[[str], None] = print) -> dict:

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from viper_jax.agent import actor_critic as ac
-from viper_jax.agent import rewards as rewards_lib
+from viper_jax.agent import learned_rewards as rewards_lib
 from viper_jax.agent import world_model as wm_lib
 from viper_jax.agent.configs import REWARD_SOURCES
 

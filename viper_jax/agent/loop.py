@@ -39,7 +39,7 @@ from etils import epath
 from viper_jax import checkpoint, metrics as metrics_lib
 from viper_jax.agent import agent as agent_lib
 from viper_jax.agent.replay import Replay
-from viper_jax.video.training import NonFiniteLossError
+from viper_jax.errors import NonFiniteLossError
 
 LikelihoodFn = Callable[[np.ndarray], np.ndarray]  # uint8 [B, T, H, W, 3] -> float32 [B, T]
 

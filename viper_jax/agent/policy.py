@@ -50,7 +50,7 @@ class AgentPolicy:
 
 
 def load_policy(directory: str, env) -> AgentPolicy:
-  """Policy loader for 'agent:<checkpoint dir>' (registered by viper_jax.agent)."""
+  """Policy loader for 'agent:<checkpoint dir>' (pipeline.policy_loaders hands it to collection)."""
   step, meta = read_meta(directory)
   cfg = meta['config']
   agent_cfg = ml_collections.ConfigDict(cfg['agent'])
@@ -63,10 +63,3 @@ def load_policy(directory: str, env) -> AgentPolicy:
   checkpointer.close()
   return AgentPolicy(agent, restored['agent'], env.action_space)
 
-
-def _register() -> None:
-  from viper_jax.data import policies
-  policies.register_policy_loader('agent', load_policy)
-
-
-_register()

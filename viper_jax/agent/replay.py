@@ -14,10 +14,11 @@ so a checkpoint's replay is either complete or absent.
 from __future__ import annotations
 
 import io
-import uuid
 
 import numpy as np
 from etils import epath
+
+from viper_jax import atomic
 
 
 class Replay:
@@ -110,10 +111,7 @@ class Replay:
     path = epath.Path(path)
     buffer = io.BytesIO()
     np.savez(buffer, **self.state_dict())  # uncompressed: frames barely compress, saving is fast
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.parent / f'{path.name}.tmp-{uuid.uuid4().hex}'
-    temp.write_bytes(buffer.getvalue())
-    temp.replace(path)
+    atomic.write(path, buffer.getvalue())
 
   def load(self, path) -> None:
     with epath.Path(path).open('rb') as f, np.load(f) as npz:

@@ -255,7 +255,7 @@ def loss(wm: WorldModel, params, batch, key, model_cfg, targets: dict | None = N
                                       batch['reward']) * m.reward_scale
   cont_logit = apply(WorldModel.head, 'cont', feat)[..., 0]
   cont_target = 1.0 - batch['is_terminal'].astype(jnp.float32)
-  losses['cont'] = optax_sigmoid_bce(cont_logit, cont_target) * m.cont_scale
+  losses['cont'] = sigmoid_bce(cont_logit, cont_target) * m.cont_scale
   dyn, rep = kl_losses(post, prior, m.free_nats)
   losses['dyn'], losses['rep'] = dyn * m.dyn_scale, rep * m.rep_scale
   metrics = {}
@@ -280,5 +280,6 @@ def loss(wm: WorldModel, params, batch, key, model_cfg, targets: dict | None = N
   return total, (post, metrics)
 
 
-def optax_sigmoid_bce(logits, labels):
+def sigmoid_bce(logits, labels):
+  """Binary cross-entropy of sigmoid(logits) against labels in [0, 1], elementwise, stable."""
   return jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits)))

@@ -12,7 +12,7 @@ import json
 import multiprocessing as mp
 import time
 import zlib
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import tqdm
@@ -85,8 +85,9 @@ def run_job(job: EpisodeJob) -> tuple[float, int]:
   return episodes_lib.episode_return(episode), episodes_lib.episode_length(episode)
 
 
-def plan_jobs(config, store: EpisodeStore) -> list[EpisodeJob]:
-  """Every episode the config asks for, in a fixed order."""
+def plan_jobs(config, store: EpisodeStore,
+              policy_loaders: Mapping[str, policies.PolicyLoader] = {}) -> list[EpisodeJob]:
+  """Every episode the config asks for, in a fixed order (policy_loaders: see `run`)."""
   cc = config.collect
   env_kwargs = tuple(sorted({
       'size': tuple(config.env.size), 'action_repeat': config.env.action_repeat,
@@ -94,7 +95,7 @@ def plan_jobs(config, store: EpisodeStore) -> list[EpisodeJob]:
   groups = [('train', cc.policy, noise, cc.train_episodes) for noise in cc.train_noise_levels]
   groups += [('test', cc.policy, noise, cc.test_episodes) for noise in cc.test_noise_levels]
   groups.append(('test', 'random', 1.0, cc.random_test_episodes))
-  loader = policies.policy_loader(cc.policy) if cc.policy not in ('expert', 'random') else None
+  loader = policies.loader_for(cc.policy, policy_loaders)
   jobs = []
   for split, policy, noise, count in groups:
     tag = policy.split(':')[0]
@@ -145,15 +146,18 @@ def format_table(rows: list[dict]) -> str:
   return '\n'.join(lines)
 
 
-def run(config, workdir) -> dict:
+def run(config, workdir, policy_loaders: Mapping[str, policies.PolicyLoader] = {}) -> dict:
   """Collects the episodes `config.collect` asks for into `<workdir>/episodes` (or collect.root).
+
+  policy_loaders: {kind: loader} for a `collect.policy` of the form '<kind>:<argument>' (the
+  pipeline passes the agent's for 'agent:<checkpoint dir>'; see policies.loader_for).
 
   Returns {'rows': summary rows, 'new_episodes', 'new_steps', 'steps_per_second'} and writes it to
   `<store root>/<task dir>/collect_summary.json`.
   """
   root = config.collect.root or str(epath.Path(workdir) / 'episodes')
   store = EpisodeStore(root)
-  jobs = plan_jobs(config, store)
+  jobs = plan_jobs(config, store, policy_loaders)
   todo = [job for job in jobs if not _existing_ok(job.path)]
   print(f'collect {config.task}: {len(jobs)} episodes planned, {len(jobs) - len(todo)} already '
         f'in {store.root}, {len(todo)} to collect with {config.collect.workers} worker(s).')

@@ -15,12 +15,13 @@ Metadata (0-d arrays in the file, Python scalars in memory):
 from __future__ import annotations
 
 import io
-import uuid
 import zipfile
 from typing import Any
 
 import numpy as np
 from etils import epath
+
+from viper_jax import atomic
 
 STEP_KEYS = ('image', 'action', 'reward', 'is_first', 'is_last', 'is_terminal')
 REQUIRED_METADATA = ('task', 'source', 'seed')
@@ -106,11 +107,7 @@ def save_episode(path, episode: dict) -> epath.Path:
   arrays = {k: (np.asarray(v) if k in STEP_KEYS else np.array(v)) for k, v in episode.items()}
   buffer = io.BytesIO()
   np.savez_compressed(buffer, **arrays)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  temp = path.parent / f'{path.name}.tmp-{uuid.uuid4().hex}'
-  temp.write_bytes(buffer.getvalue())
-  temp.replace(path)  # atomic on local disks; overwrites a broken file being redone
-  return path
+  return atomic.write(path, buffer.getvalue())  # overwrites a broken file being redone
 
 
 def _scalar(value: np.ndarray):

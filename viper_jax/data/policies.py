@@ -6,7 +6,7 @@ environment's info dict (scripted experts read `info['state']` for DMC, `info['r
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import gymnasium
 import numpy as np
@@ -62,39 +62,29 @@ class NoisyPolicy:
     return action
 
 
-# Policies named '<prefix>:<argument>' (e.g. 'agent:/runs/x/checkpoints') are built by loaders
-# registered here by higher layers (the agent registers 'agent'), so this module never imports them.
-_POLICY_LOADERS: dict[str, Callable[[str, gymnasium.Env], Policy]] = {}
+# A loader builds the policy of a '<kind>:<argument>' spec: loader(argument, env) -> Policy
+# (e.g. the agent's, for 'agent:<checkpoint dir>'). The callers that know such kinds (pipeline,
+# CLI) hand it in, so this layer never imports the layers above it. It must be a module-level
+# function, so that collection workers can unpickle it.
+PolicyLoader = Callable[[str, gymnasium.Env], Policy]
 
 
-def register_policy_loader(prefix: str, loader: Callable[[str, gymnasium.Env], Policy]) -> None:
-  """Makes `make_policy('<prefix>:<arg>', env)` call `loader(arg, env)`.
-
-  The loader must be a module-level function so that collection workers can unpickle it.
-  """
-  _POLICY_LOADERS[prefix] = loader
-
-
-def policy_loader(spec: str) -> Callable[[str, gymnasium.Env], Policy] | None:
-  prefix, sep, _ = spec.partition(':')
-  if not sep:
+def loader_for(spec: str, loaders: Mapping[str, PolicyLoader]) -> PolicyLoader | None:
+  """The loader of a '<kind>:<argument>' spec among `loaders` ({kind: loader}); None for
+  'expert' and 'random'. Unknown kinds raise ValueError naming the known ones."""
+  if spec in ('expert', 'random'):
     return None
-  if prefix == 'agent' and prefix not in _POLICY_LOADERS:
-    try:  # the agent's policy module registers its loader on import
-      import importlib
-      importlib.import_module('viper_jax.agent.policy')
-    except ImportError:
-      pass
-  if prefix not in _POLICY_LOADERS:
+  kind, sep, _ = spec.partition(':')
+  if not sep or kind not in loaders:
     raise ValueError(f'Unknown policy {spec!r}: expected "expert", "random" or '
-                     f'"<kind>:<argument>" with kind in {sorted(_POLICY_LOADERS) or "[none registered]"}'
-                     ' (agent checkpoints need the agent package).')
-  return _POLICY_LOADERS[prefix]
+                     f'"<kind>:<argument>" with kind in {sorted(loaders) or "[none given]"}')
+  return loaders[kind]
 
 
 def make_policy(spec: str, env: gymnasium.Env, task: str, noise: float = 0.0,
-                loader: Callable[[str, gymnasium.Env], Policy] | None = None) -> Policy:
-  """Builds a policy from its spec: 'expert' (scripted), 'random', or '<kind>:<argument>'.
+                loader: PolicyLoader | None = None) -> Policy:
+  """Builds a policy from its spec: 'expert' (scripted), 'random', or '<kind>:<argument>'
+  (built by `loader`, see `loader_for`).
 
   noise > 0 degrades it toward random (see NoisyPolicy); 'random' ignores noise.
   """
@@ -104,9 +94,7 @@ def make_policy(spec: str, env: gymnasium.Env, task: str, noise: float = 0.0,
     from viper_jax.data.experts import make_expert
     base = make_expert(task, env)
   else:
-    loader = loader or policy_loader(spec)
     if loader is None:
-      raise ValueError(f'Unknown policy {spec!r}: expected "expert", "random" or '
-                       '"<kind>:<argument>" such as "agent:<checkpoint dir>"')
+      raise ValueError(f'policy {spec!r} needs a loader for its kind (see policies.loader_for)')
     base = loader(spec.partition(':')[2], env)
   return NoisyPolicy(base, env.action_space, noise) if noise > 0 else base

@@ -7,41 +7,31 @@ episodes by mean reward; and `<workdir>/reward/reward_vs_return.png`.
 """
 from __future__ import annotations
 
-import json
 import re
-import uuid
 
 import numpy as np
+import scipy.stats
 from etils import epath
 
+from viper_jax import atomic
 from viper_jax.data.store import EpisodeStore, store_and_tasks
 from viper_jax.reward import likelihood
 
 
-def ranks(values) -> np.ndarray:
-  """Ranks 1..n with ties given their average rank."""
-  values = np.asarray(values, np.float64)
-  order = np.argsort(values, kind='mergesort')
-  result = np.empty(len(values))
-  result[order] = np.arange(1, len(values) + 1)
-  for value in np.unique(values):
-    tied = values == value
-    result[tied] = result[tied].mean()
-  return result
-
-
 def spearman(x, y) -> float:
-  """Spearman rank correlation (NaN when either side is constant)."""
-  rx, ry = ranks(x), ranks(y)
-  if rx.std() == 0 or ry.std() == 0:
+  """Spearman rank correlation, ties given their average rank (NaN when either side is
+  constant)."""
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  if np.ptp(x) == 0 or np.ptp(y) == 0:
     return float('nan')
-  return float(np.corrcoef(rx, ry)[0, 1])
+  return float(scipy.stats.spearmanr(x, y).statistic)
 
 
 def auroc(positive, negative) -> float:
-  """P(score of a positive > score of a negative), ties counting half."""
-  positive, negative = np.asarray(positive)[:, None], np.asarray(negative)[None, :]
-  return float(np.mean((positive > negative) + 0.5 * (positive == negative)))
+  """P(score of a positive > score of a negative), ties counting half: the Mann-Whitney U of the
+  positives over the number of pairs."""
+  u = scipy.stats.mannwhitneyu(positive, negative).statistic
+  return float(u / (len(positive) * len(negative)))
 
 
 def episode_group(name: str, source: str) -> str:
@@ -115,9 +105,6 @@ def run(config, workdir) -> dict:
   summary = summarize(rows)
   result = dict(summary, task=config.task, per_episode=rows)
   out = root / 'reward' / 'check.json'
-  out.parent.mkdir(parents=True, exist_ok=True)
-  temp = out.parent / f'{out.name}.tmp-{uuid.uuid4().hex}'
-  temp.write_text(json.dumps(result))
-  temp.replace(out)
+  atomic.write_json(out, result)
   plot(rows, summary, root / 'reward' / 'reward_vs_return.png')
   return result

@@ -7,13 +7,12 @@ reward.scale='minmax'. `reward.load` reads the file; reward.scale='standardize' 
 """
 from __future__ import annotations
 
-import json
-import uuid
 
 import numpy as np
 from etils import epath
 from tqdm import tqdm
 
+from viper_jax import atomic
 from viper_jax.data import loaders
 from viper_jax.data.store import EpisodeStore, store_and_tasks
 from viper_jax.reward import likelihood
@@ -51,8 +50,5 @@ def run(config, workdir) -> dict:
   store, _ = store_and_tasks(config, root)  # where the model's episodes are
   stats = compute(model, store, config.data.max_noise)
   path = root / likelihood.STATS_FILE
-  path.parent.mkdir(parents=True, exist_ok=True)
-  temp = path.parent / f'{path.name}.tmp-{uuid.uuid4().hex}'
-  temp.write_text(json.dumps(stats, indent=2))
-  temp.replace(path)
+  atomic.write_json(path, stats, indent=2)
   return stats

@@ -65,7 +65,7 @@ def _reward_cfg(config) -> ml_collections.ConfigDict:
 def _validate_reward_cfg(cfg) -> None:
   if cfg.reduce not in REDUCTIONS:
     raise ValueError(f'reward.reduce must be one of {REDUCTIONS}, got {cfg.reduce!r}')
-  if cfg.get('likelihood', 'conditional') not in LIKELIHOODS:
+  if cfg.likelihood not in LIKELIHOODS:
     raise ValueError(f'reward.likelihood must be one of {LIKELIHOODS}, got {cfg.likelihood!r}')
   if cfg.scale not in SCALINGS:
     raise ValueError(f'reward.scale must be one of {SCALINGS}, got {cfg.scale!r}')
@@ -110,7 +110,8 @@ def _modules(config) -> _Modules:
       tokenizer=vqgan.VQGAN.from_config(config.tokenizer),
       prior=priors.build_prior(config, len(tasks)),
       image_size=size, frame_skip=int(config.prior.frame_skip), reduce=rcfg.reduce,
-      joint=rcfg.get('likelihood', 'conditional') == 'joint', scale=rcfg.scale, chunk_frames=int(rcfg.chunk_frames), encode_batch=int(rcfg.encode_batch),
+      joint=rcfg.likelihood == 'joint', scale=rcfg.scale, chunk_frames=int(rcfg.chunk_frames),
+      encode_batch=int(rcfg.encode_batch),
       window_batch=int(rcfg.window_batch), score_masks=masks)
 
 

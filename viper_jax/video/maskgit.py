@@ -120,7 +120,7 @@ class MaskGITPrior(nn.Module):
   def from_config(cls, cfg, vocab_size: int, tokens_per_frame: int) -> 'MaskGITPrior':
     """Builds the prior from a `presets.prior(...)` ConfigDict (kind 'maskgit')."""
     base = transformer.VideoPrior.from_config(cfg, vocab_size, tokens_per_frame)  # validates
-    ratio = float(cfg.get('maskgit_min_mask_ratio', 0.0))
+    ratio = float(cfg.maskgit_min_mask_ratio)
     if not 0.0 <= ratio <= 1.0:
       raise ValueError(f'maskgit_min_mask_ratio must lie in [0, 1], got {ratio}')
     return cls(vocab_size=vocab_size, tokens_per_frame=tokens_per_frame,

@@ -17,13 +17,41 @@ import ml_collections
 from etils import epath
 
 from viper_jax import checkpoint
-from viper_jax.video import priors, vqgan
+from viper_jax.video import presets, priors, vqgan
 
 
 def saved_config(stage_dir) -> ml_collections.ConfigDict | None:
-  """The experiment config a stage saved beside its checkpoints (`<stage_dir>/config.json`)."""
+  """The experiment config a stage saved beside its checkpoints (`<stage_dir>/config.json`).
+
+  Fields added to the model sections since it was saved get the value that reproduces the
+  behaviour of that time (`_SAVED_DEFAULTS`), so the rest of the code reads every field as
+  declared in the sections, with no per-use defaults.
+  """
   path = epath.Path(stage_dir) / 'config.json'
-  return ml_collections.ConfigDict(json.loads(path.read_text())) if path.exists() else None
+  if not path.exists():
+    return None
+  config = ml_collections.ConfigDict(json.loads(path.read_text()))
+  for name, defaults in _SAVED_DEFAULTS().items():
+    if name in config:
+      _fill_missing(config[name], defaults)
+  return config
+
+
+def _SAVED_DEFAULTS() -> dict:  # noqa: N802 (a table, built when needed)
+  # The 'tiny' presets: every field they add has its old behaviour there (no foreground
+  # weighting, the AR prior, conditional likelihood); existing fields are never touched.
+  return {'tokenizer': presets.tokenizer('tiny'), 'prior': presets.prior('tiny'),
+          'reward': presets.reward()}
+
+
+def _fill_missing(section: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict):
+  with section.unlocked():
+    for key, value in defaults.items():
+      if key not in section:
+        section[key] = value
+      elif isinstance(value, ml_collections.ConfigDict) and isinstance(
+          section[key], ml_collections.ConfigDict):
+        _fill_missing(section[key], value)
 
 
 def _latest(directory, what: str) -> tuple[checkpoint.Checkpointer, int]:

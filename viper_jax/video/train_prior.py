@@ -94,9 +94,7 @@ def run(config, workdir, stop_after: int | None = None) -> dict:
 
   prior = priors.build_prior(config, len(tasks))
   state = parallel.put_replicated(init_state(prior, tcfg, jax.random.key(tcfg.seed), window), mesh)
-  replicated, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
-  step_fn = jax.jit(make_train_step(prior, tcfg), in_shardings=(replicated, data, replicated),
-                    out_shardings=(replicated, replicated), donate_argnums=0)
+  step_fn = parallel.jit_train_step(make_train_step(prior, tcfg), mesh)
   eval_fn = jax.jit(lambda params, batch: nll_per_token(prior, params, batch))
   uniform_bits = math.log2(config.tokenizer.codebook_size)
   result = {'uniform_bits_per_token': uniform_bits}

@@ -84,13 +84,6 @@ def make_train_step(cfg, perceptual_fn=None):
   return train_step
 
 
-def jit_train_step(train_step, mesh):
-  """Data parallel over the mesh: batch split on 'data', state replicated (XLA all-reduces)."""
-  replicated, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
-  return jax.jit(train_step, in_shardings=(replicated, data, replicated),
-                 out_shardings=(replicated, replicated), donate_argnums=0)
-
-
 def _reconstruct_fn(cfg):
   model = vqgan.VQGAN.from_config(cfg)
 
@@ -141,7 +134,7 @@ def run(config, workdir, stop_after: int | None = None) -> dict:
     perceptual_fn = perceptual.load_perceptual_fn(cfg.perceptual_weights_path)
   state = parallel.put_replicated(
       init_state(cfg, jax.random.key(cfg.train.seed), config.env.size), mesh)
-  step_fn = jit_train_step(make_train_step(cfg, perceptual_fn), mesh)
+  step_fn = parallel.jit_train_step(make_train_step(cfg, perceptual_fn), mesh)
   reconstruct = _reconstruct_fn(cfg)
   result = {}
 

@@ -18,14 +18,11 @@ import tqdm
 from etils import epath
 
 from viper_jax import checkpoint, metrics as metrics_lib, parallel
+from viper_jax.errors import NonFiniteLossError
 
 
 # Metrics shown on the progress bar when a step reports them (all go to metrics.jsonl/TensorBoard).
 _PROGRESS_KEYS = ('loss', 'psnr', 'usage', 'bits_per_token', 'steps_per_second')
-
-
-class NonFiniteLossError(FloatingPointError):
-  """Training produced a NaN/inf metric; the message says where the last good checkpoint is."""
 
 
 def train_loop(*, name: str, workdir, state, step_fn: Callable, batch_fn: Callable[[int], dict],

@@ -549,7 +549,7 @@ def reconstruction_loss(frames_uint8: Array, recon: Array, cfg) -> Array:
   foreground_weights when cfg.foreground_weight > 0)."""
   error = recon.astype(jnp.float32) - frames_to_float(frames_uint8)
   per_pixel = cfg.l1_weight * jnp.abs(error) + cfg.l2_weight * jnp.square(error)
-  if cfg.get('foreground_weight', 0.0) > 0:
+  if cfg.foreground_weight > 0:
     per_pixel = per_pixel * jax.lax.stop_gradient(foreground_weights(frames_uint8, cfg))
   return jnp.mean(per_pixel)
 
