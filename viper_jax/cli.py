@@ -20,7 +20,8 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for outputs, checkpoi
 _SRC = flags.DEFINE_string('src', None, 'import-reference: folder of the reference dataset.')
 _SUITE = flags.DEFINE_string('suite', 'dmc', 'import-reference: suite of the imported tasks.')
 _RUNS = flags.DEFINE_list('runs', None, 'compare: LABEL=DIR pairs of agent runs (workdirs).')
-_OUT = flags.DEFINE_string('out', None, 'compare: path of the PNG to write.')
+_OUT = flags.DEFINE_string('out', None, 'compare: path of the PNG to write; reward-shape: path of '
+                           'the JSON to write (PNG beside it; default <workdir>/reward/shape.json).')
 _TARGET = flags.DEFINE_float('target', None, 'compare: draw this return as a dashed line.')
 _X = flags.DEFINE_enum('x', 'frames', ['frames', 'updates'],
                        'compare: x axis, environment frames or gradient updates.')
@@ -99,7 +100,7 @@ def _reward_check():
 def _reward_shape():
   from viper_jax.reward import shape
   result = shape.run(_require_config('reward-shape'), _workdir('reward-shape'), _SOURCE.value,
-                     _MAX_STEPS.value)
+                     _MAX_STEPS.value, out=_OUT.value)
   print(f"reward shape over {result['steps']} steps of {result['source']}: per-step Spearman "
         f"{result['spearman']:.3f} (away from expert, {result['low_steps']} steps: "
         f"{result['spearman_low']:.3f})")

@@ -137,16 +137,17 @@ def plot(summary: dict, path, title: str = '') -> epath.Path:
   return path
 
 
-def write(summary: dict, workdir, source: str) -> dict:
-  """Writes <workdir>/reward/shape.json (atomically) and shape.png; returns the JSON's dict."""
-  root = epath.Path(workdir)
+def write(summary: dict, workdir, source: str, out=None) -> dict:
+  """Writes <workdir>/reward/shape.json (or `out`, a .json path) atomically, and the PNG beside it
+  (shape.png, or out with .png); returns the JSON's dict."""
+  out = epath.Path(out) if out else epath.Path(workdir) / SHAPE_JSON
   result = dict(summary, source=str(source))
-  out = root / SHAPE_JSON
   out.parent.mkdir(parents=True, exist_ok=True)
   temp = out.parent / f'{out.name}.tmp-{uuid.uuid4().hex}'
   temp.write_text(json.dumps(result, indent=1))
   temp.replace(out)
-  plot(summary, root / SHAPE_PNG)
+  plot(summary, out.parent / (out.name[:-len('.json')] + '.png' if out.name.endswith('.json')
+                              else out.name + '.png'))
   return result
 
 
@@ -167,11 +168,12 @@ def episodes_from(source, store, task: str) -> Iterator[dict]:
   return replay_episodes(path)
 
 
-def run(config, workdir, source=None, max_steps: int | None = None) -> dict:
-  """`viper reward-shape`: scores `source` (see episodes_from) with the reward model in workdir."""
+def run(config, workdir, source=None, max_steps: int | None = None, out=None) -> dict:
+  """`viper reward-shape`: scores `source` (see episodes_from) with the reward model in workdir;
+  writes `out` (default <workdir>/reward/shape.json) and its PNG."""
   from viper_jax.reward import likelihood
   from viper_jax.video import train_tokenizer
   model = likelihood.load(workdir)
   store, _ = train_tokenizer.store_and_tasks(config, epath.Path(workdir))
   viper, true = score(model, episodes_from(source, store, config.task), config.task, max_steps)
-  return write(summarize(viper, true), workdir, source or f'{store.root} (test split)')
+  return write(summarize(viper, true), workdir, source or f'{store.root} (test split)', out)
