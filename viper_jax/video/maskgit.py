@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
 
 import chex
 import flax.linen as nn
@@ -96,38 +95,26 @@ class MaskGITBlock(transformer.Block):
     return self._mlp(x, task, train)
 
 
-class MaskGITPrior(nn.Module):
-  """MaskGIT prior over VQ codes (see the module docstring). Attributes named as VideoPrior's.
+class MaskGITPrior(transformer.VideoPrior):
+  """MaskGIT prior over VQ codes (see the module docstring): VideoPrior's fields, config and
+  logits contract, with two-stream blocks instead of raster-causal ones. No KV-cache streaming.
 
   Params are float32; activations use `dtype`; logits come back float32.
   """
   kind = 'maskgit'  # see video/priors.py (a class attribute, not a field)
-  vocab_size: int
-  tokens_per_frame: int
-  num_layers: int = 8
-  width: int = 256
-  num_heads: int = 8
-  mlp_dim: int = 1024
-  dropout: float = 0.0
-  context: int = 16
-  task_conditioning: bool = False
-  num_tasks: int = 1
-  rope_base: float = 10_000.0
-  dtype: Any = jnp.float32
   min_mask_ratio: float = 0.0  # training: mask ratio = max(min_mask_ratio, cos(u * pi / 2))
 
   @classmethod
   def from_config(cls, cfg, vocab_size: int, tokens_per_frame: int) -> 'MaskGITPrior':
     """Builds the prior from a `presets.prior(...)` ConfigDict (kind 'maskgit')."""
-    base = transformer.VideoPrior.from_config(cfg, vocab_size, tokens_per_frame)  # validates
     ratio = float(cfg.maskgit_min_mask_ratio)
     if not 0.0 <= ratio <= 1.0:
       raise ValueError(f'maskgit_min_mask_ratio must lie in [0, 1], got {ratio}')
-    return cls(vocab_size=vocab_size, tokens_per_frame=tokens_per_frame,
-               num_layers=base.num_layers, width=base.width, num_heads=base.num_heads,
-               mlp_dim=base.mlp_dim, dropout=base.dropout, context=base.context,
-               task_conditioning=base.task_conditioning, num_tasks=base.num_tasks,
-               rope_base=base.rope_base, dtype=base.dtype, min_mask_ratio=ratio)
+    return super().from_config(cfg, vocab_size, tokens_per_frame).clone(min_mask_ratio=ratio)
+
+  @nn.nowrap
+  def init_cache(self, batch_size: int):
+    raise NotImplementedError('a MaskGIT prior scores frames in one pass only (no KV caches)')
 
   @property
   def mask_id(self) -> int:
@@ -178,12 +165,10 @@ class MaskGITPrior(nn.Module):
                 + jnp.repeat(self.stream_embed, n, axis=0)).astype(self.dtype)
     x = (self.token_embed(tokens) + position).astype(jnp.float32)  # float32 residual stream
     x = self.embed_drop(x, deterministic=not train)
-    task = None
-    if task_ids is not None and self.task_conditioning:
-      task = jax.nn.one_hot(task_ids, self.num_tasks, dtype=jnp.float32)
+    task = self._task(task_ids)
     for block in self.blocks:
       x = block(x, task, train)
-    return self.head(self.final_norm(x[:, :, n:], task)).astype(jnp.float32)
+    return self._logits(x[:, :, n:], task)
 
 
 def random_mask(key: jax.Array, shape: tuple[int, int, int],
