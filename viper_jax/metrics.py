@@ -105,6 +105,17 @@ def save_png(path, image: np.ndarray) -> None:
     Image.fromarray(np.asarray(image, np.uint8)).save(f, format='PNG')
 
 
+def save_figure(fig, path, dpi: int | None = None) -> epath.Path:
+  """Writes a matplotlib figure as PNG (local or gs://) and closes it."""
+  import matplotlib.pyplot as plt
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with path.open('wb') as f:
+    fig.savefig(f, format='png', dpi=dpi)
+  plt.close(fig)
+  return path
+
+
 def image_grid(rows: list[np.ndarray], pad: int = 2) -> np.ndarray:
   """Tiles uint8 images: rows of [N, H, W, 3] arrays -> one uint8 [R*(H+pad), N*(W+pad), 3]."""
   rows = [np.asarray(r, np.uint8) for r in rows]

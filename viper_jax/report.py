@@ -20,7 +20,7 @@ import shutil
 import numpy as np
 from etils import epath
 
-from viper_jax.metrics import read_metrics
+from viper_jax.metrics import read_metrics, save_figure
 
 
 def _plt():
@@ -31,11 +31,7 @@ def _plt():
 
 
 def _save(fig, path: epath.Path) -> epath.Path:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with path.open('wb') as f:
-    fig.savefig(f, format='png', dpi=100)
-  _plt().close(fig)
-  return path
+  return save_figure(fig, path, dpi=100)
 
 
 def _copy(src: epath.Path, dst: epath.Path) -> epath.Path | None:

@@ -14,7 +14,7 @@ import numpy as np
 import scipy.stats
 from etils import epath
 
-from viper_jax import atomic
+from viper_jax import atomic, metrics
 from viper_jax.data.store import EpisodeStore, store_and_tasks
 from viper_jax.reward import likelihood, shape
 
@@ -91,11 +91,7 @@ def plot(rows: list[dict], summary: dict, path) -> None:
                f"AUROC expert vs random {summary['auroc_expert_vs_random']:.2f}")
   ax.legend(fontsize=8)
   fig.tight_layout()
-  path = epath.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with path.open('wb') as f:
-    fig.savefig(f, format='png')
-  plt.close(fig)
+  metrics.save_figure(fig, path)
 
 
 def run(config, workdir) -> dict:

@@ -23,7 +23,7 @@ from typing import Iterable, Iterator
 import numpy as np
 from etils import epath
 
-from viper_jax import atomic
+from viper_jax import atomic, metrics
 
 NUM_BINS = 8
 SHAPE_JSON, SHAPE_PNG = 'reward/shape.json', 'reward/shape.png'
@@ -129,12 +129,7 @@ def plot(summary: dict, path, title: str = '') -> epath.Path:
   ax.set_title(f"{title}per-step Spearman {summary['spearman']:.2f}, "
                f"away from expert {summary['spearman_low']:.2f}", fontsize=9)
   fig.tight_layout()
-  path = epath.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with path.open('wb') as f:
-    fig.savefig(f, format='png')
-  plt.close(fig)
-  return path
+  return metrics.save_figure(fig, path)
 
 
 def write(summary: dict, workdir, source: str, out=None) -> dict:

@@ -208,15 +208,7 @@ def sample(params, prior_module: MaskGITPrior, key: jax.Array, task_ids: jax.Arr
   """
   variables = params if 'params' in params else {'params': params}
   n = prior_module.tokens_per_frame
-  if prompt_codes is not None:
-    b, num_prompt = prompt_codes.shape[:2]
-  else:
-    b = task_ids.shape[0] if task_ids is not None else batch_size
-    num_prompt = 0
-  if b is None:
-    raise ValueError('sample needs task_ids, prompt_codes or batch_size to know the batch size')
-  if not 0 <= num_prompt < num_frames:
-    raise ValueError(f'prompt has {num_prompt} frames; expected fewer than num_frames={num_frames}')
+  b, num_prompt = transformer.sample_shape(task_ids, prompt_codes, batch_size, num_frames)
   codes = jnp.zeros((b, num_frames, n), jnp.int32)
   if num_prompt:
     codes = codes.at[:, :num_prompt].set(prompt_codes.astype(jnp.int32))

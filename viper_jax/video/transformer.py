@@ -423,6 +423,22 @@ class VideoPrior(nn.Module):
     return self._logits(x, task), cache
 
 
+def sample_shape(task_ids, prompt_codes, batch_size: int | None,
+                 num_frames: int) -> tuple[int, int]:
+  """(B, P) of a sampling call (any prior kind): B from prompt_codes [B, P, N], task_ids [B] or
+  batch_size, in that order; P prompt frames (0 without a prompt), fewer than num_frames."""
+  if prompt_codes is not None:
+    b, num_prompt = prompt_codes.shape[:2]
+  else:
+    b = task_ids.shape[0] if task_ids is not None else batch_size
+    num_prompt = 0
+  if b is None:
+    raise ValueError('sample needs task_ids, prompt_codes or batch_size to know the batch size')
+  if not 0 <= num_prompt < num_frames:
+    raise ValueError(f'prompt has {num_prompt} frames; expected fewer than num_frames={num_frames}')
+  return b, num_prompt
+
+
 @functools.partial(jax.jit, static_argnames=('prior_module', 'num_frames', 'batch_size'))
 def sample(params, prior_module: VideoPrior, key: jax.Array, task_ids: jax.Array | None,
            num_frames: int, prompt_codes: jax.Array | None = None, temperature: float = 1.0,
@@ -437,15 +453,7 @@ def sample(params, prior_module: VideoPrior, key: jax.Array, task_ids: jax.Array
   """
   variables = params if 'params' in params else {'params': params}
   n = prior_module.tokens_per_frame
-  if prompt_codes is not None:
-    b, num_prompt = prompt_codes.shape[:2]
-  else:
-    b = task_ids.shape[0] if task_ids is not None else batch_size
-    num_prompt = 0
-  if b is None:
-    raise ValueError('sample needs task_ids, prompt_codes or batch_size to know the batch size')
-  if not 0 <= num_prompt < num_frames:
-    raise ValueError(f'prompt has {num_prompt} frames; expected fewer than num_frames={num_frames}')
+  b, num_prompt = sample_shape(task_ids, prompt_codes, batch_size, num_frames)
 
   def extend(cache, tokens):
     return prior_module.apply(variables, cache, tokens, task_ids, method=VideoPrior.extend)
