@@ -139,6 +139,20 @@ def test_two_tokenizers_sharing_a_store_keep_both_caches(video_config, tmp_path)
   assert set(calls) == {16}  # fixed batch size: one compilation
 
 
+def test_only_process_zero_writes_the_token_cache(video_config, monkeypatch):
+  from viper_jax.data.store import EpisodeStore
+  store = EpisodeStore(video_config.data.root)
+  encoded = []
+
+  def encode(frames):
+    encoded.append(len(frames))
+    return np.zeros((len(frames), 4, 4), np.int32)
+
+  monkeypatch.setattr(jax, 'process_index', lambda: 1)  # process 1 of a run: encodes, never writes
+  assert token_cache.build(store, ['dmc:synthetic'], encode, {'step': 1}, batch_size=16) == 4
+  assert encoded and not token_cache.token_dir(store, 'dmc:synthetic', {'step': 1}).exists()
+
+
 def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path):
   from viper_jax.video import training
 

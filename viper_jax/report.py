@@ -20,6 +20,7 @@ import shutil
 import numpy as np
 from etils import epath
 
+from viper_jax import atomic
 from viper_jax.metrics import read_metrics, save_figure
 
 
@@ -253,7 +254,7 @@ frozen video model gives each frame it reaches; the true task reward is only use
 <h2>Figures</h2><pre>{html.escape(json.dumps(_summary(facts), indent=2))}</pre>
 </body></html>'''
   path = out / 'report.html'
-  path.write_text(page)
+  atomic.write(path, page)
   return path
 
 

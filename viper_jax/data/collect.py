@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import json
 import multiprocessing as mp
 import time
 import zlib
@@ -18,6 +17,7 @@ import numpy as np
 import tqdm
 from etils import epath
 
+from viper_jax import atomic
 from viper_jax.data import episodes as episodes_lib
 from viper_jax.data import policies
 from viper_jax.data.store import EpisodeStore, task_dirname
@@ -217,6 +217,5 @@ def run(config, workdir, policy_loaders: Mapping[str, policies.PolicyLoader] = {
   result = {'task': config.task, 'rows': rows, 'new_episodes': len(todo), 'new_steps': new_steps,
             'steps_per_second': new_steps / seconds if todo else None}
   summary_path = store.root / task_dirname(config.task) / 'collect_summary.json'
-  summary_path.parent.mkdir(parents=True, exist_ok=True)
-  summary_path.write_text(json.dumps(result, indent=2))
+  atomic.write_json(summary_path, result, indent=2)
   return result

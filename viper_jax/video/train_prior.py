@@ -7,7 +7,6 @@ config.json. A rerun resumes from the newest checkpoint.
 """
 from __future__ import annotations
 
-import json
 import math
 
 import jax
@@ -16,7 +15,7 @@ import numpy as np
 import optax
 from etils import epath
 
-from viper_jax import configs, parallel
+from viper_jax import atomic, configs, parallel
 from viper_jax.data import loaders
 from viper_jax.metrics import save_video
 from viper_jax.data.store import store_and_tasks
@@ -75,12 +74,12 @@ def run(config, workdir, stop_after: int | None = None) -> dict:
   workdir = epath.Path(workdir)
   out = workdir / 'prior'
   out.mkdir(parents=True, exist_ok=True)
-  (out / 'config.json').write_text(config.to_json_best_effort(indent=2))
+  atomic.write(out / 'config.json', config.to_json_best_effort(indent=2))
   mesh = parallel.make_mesh()
   parallel.check_batch_divisible(tcfg.batch_size, mesh, 'prior.train.batch_size')
   store, tasks = store_and_tasks(config, workdir)
 
-  # Tokenize every episode once with the trained tokenizer (rebuilt if the tokenizer changed).
+  # Tokenize every episode once with the trained tokenizer (one cache per tokenizer checkpoint).
   tok_cfg, tok_params, tok_stats, fingerprint = train_tokenizer.load(workdir, config.tokenizer)
   encode = vqgan.make_encode_fn(tok_cfg, tok_params, tok_stats, mesh)
   token_cache.build(store, tasks, encode, fingerprint, batch_size=64 * mesh.size,
@@ -139,5 +138,5 @@ def run(config, workdir, stop_after: int | None = None) -> dict:
       stop_after=stop_after)
   if 'val_bits_per_token' not in result:
     evaluate(state, int(state['step']))
-  (out / 'result.json').write_text(json.dumps(result))
+  atomic.write_json(out / 'result.json', result)
   return result

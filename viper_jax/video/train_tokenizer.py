@@ -7,8 +7,6 @@ originals above reconstructions) and config.json. A rerun resumes from the newes
 """
 from __future__ import annotations
 
-import functools
-import json
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +14,7 @@ import numpy as np
 import optax
 from etils import epath
 
-from viper_jax import configs, parallel
+from viper_jax import atomic, configs, parallel
 from viper_jax.data import loaders
 from viper_jax.data.store import store_and_tasks
 from viper_jax.metrics import image_grid, save_png
@@ -114,7 +112,7 @@ def run(config, workdir, stop_after: int | None = None) -> dict:
   workdir = epath.Path(workdir)
   out = workdir / 'tokenizer'
   out.mkdir(parents=True, exist_ok=True)
-  (out / 'config.json').write_text(config.to_json_best_effort(indent=2))
+  atomic.write(out / 'config.json', config.to_json_best_effort(indent=2))
   store, tasks = store_and_tasks(config, workdir)
   mesh = parallel.make_mesh()
   parallel.check_batch_divisible(cfg.train.batch_size, mesh, 'tokenizer.train.batch_size')
@@ -155,7 +153,7 @@ def run(config, workdir, stop_after: int | None = None) -> dict:
       stop_after=stop_after)
   if not result:
     evaluate(state, int(state['step']))
-  (out / 'result.json').write_text(json.dumps(result))
+  atomic.write_json(out / 'result.json', result)
   return result
 
 
