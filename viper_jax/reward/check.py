@@ -3,8 +3,9 @@
 Scores every test-split episode of the experiment's task with the trained reward model and writes
 `<workdir>/reward/check.json`: per episode the mean reward per step and the true return; the
 Spearman rank correlation between the two; the AUROC of telling expert (noise 0) from random
-episodes by mean reward; and `<workdir>/reward/reward_vs_return.png`. A model of several tasks
-also gets its conditioning matrix (viper_jax/reward/conditioning.py).
+episodes by mean reward; and `<workdir>/reward/reward_vs_return.png`. From the same scores it also
+writes the per-step reward shape (`reward/shape.json`, `shape.png`; see shape.py). A model of
+several tasks also gets its conditioning matrix (viper_jax/reward/conditioning.py).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 from etils import epath
 
 from viper_jax.data.store import EpisodeStore
-from viper_jax.reward import likelihood
+from viper_jax.reward import likelihood, shape
 from viper_jax.video import train_tokenizer
 
 
@@ -65,7 +66,7 @@ def score_episodes(model: likelihood.RewardModel, store: EpisodeStore, task: str
     lp = np.asarray(model.log_likelihood(episode['image'][None], task_id))[0]
     rows.append(dict(name=path.name, group=episode_group(path.name, episode.get('source', '')),
                      mean_reward=float(lp.mean()), true_return=float(episode['reward'].sum()),
-                     rewards=lp.tolist()))
+                     rewards=lp.tolist(), true_rewards=episode['reward'].tolist()))
   if not rows:
     raise FileNotFoundError(f'no {split} episodes of {task} in {store.root}: run `viper collect`')
   return rows
@@ -126,4 +127,9 @@ def run(config, workdir) -> dict:
   temp.write_text(json.dumps(result))
   temp.replace(out)
   plot(rows, summary, root / 'reward' / 'reward_vs_return.png')
+  # The same scores, per step: is the reward graded over the held-out behaviour (shape.py)?
+  viper = np.concatenate([np.asarray(r['rewards'][1:]) for r in rows])
+  true = np.concatenate([np.asarray(r['true_rewards'][1:]) for r in rows])
+  result['shape'] = shape.write(shape.summarize(viper, true), root,
+                                f'{store.root} ({config.task}, test split)')
   return result
