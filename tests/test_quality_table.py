@@ -17,6 +17,7 @@ TINY = {  # every stage a few steps, 16x16 frames, episodes of 10 agent steps
     'env.size': (16, 16), 'table.tasks': TASKS, 'table.multitask': TASKS,
     'table.study_task': 'dmc:cartpole-balance', 'table.study_episodes': (2,),
     'table.dmc.time_limit': 10, 'table.atari.time_limit': 10,
+    'table.atari.action_repeat': 2,  # one video model needs one frame rate (the multi-task one)
     'table.dmc.train_episodes': 2, 'table.atari.train_episodes': 2,
     'table.multitask_tokenizer_steps': 3, 'table.multitask_prior_steps': 3,
     'collect.test_episodes': 1, 'collect.test_noise_levels': (0.0, 0.5),
