@@ -33,6 +33,8 @@ from typing import Callable
 import ml_collections
 from etils import epath
 
+from viper_jax import atomic
+
 TABLE_STAGES = ('collect', 'train-tokenizer', 'train-prior', 'reward-check')
 COLUMNS = ('model', 'task', 'episodes', 'spearman', 'auroc', 'psnr', 'train_bits', 'val_bits',
            'seconds')
@@ -139,10 +141,9 @@ def run_model(row: dict, log: Callable[[str], None] = print) -> None:
   if not marker.exists():  # one collect per task into the shared store, then the shared model
     start = time.time()
     for task in row['tasks']:
-      collect.run(row_config(config, task), str(workdir))
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({'stage': 'collect', 'seconds': time.time() - start,
-                                  'result': {}}))
+      task_config = row_config(config, task)
+      collect.run(task_config, str(workdir), pipeline.policy_loaders(task_config))
+    atomic.write_json(marker, {'stage': 'collect', 'seconds': time.time() - start, 'result': {}})
   pipeline.run(config, workdir, stages=TABLE_STAGES, log=log)
 
 
@@ -215,19 +216,13 @@ def format_markdown(rows: list[dict]) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def _write_atomic(path: epath.Path, text: str) -> None:
-  temp = path.parent / f'{path.name}.tmp-{uuid.uuid4().hex}'
-  temp.write_text(text)
-  temp.replace(path)
-
-
 def write_table(config, workdir) -> list[dict]:
   """Writes <workdir>/quality_table.{md,json} from whatever the models have finished."""
   root = epath.Path(workdir)
   root.mkdir(parents=True, exist_ok=True)
   rows = [r for model in plan(config, root) for r in model_figures(model)]
-  _write_atomic(root / 'quality_table.json', json.dumps(rows, indent=2))
-  _write_atomic(root / 'quality_table.md', format_markdown(rows))
+  atomic.write_json(root / 'quality_table.json', rows, indent=2)
+  atomic.write(root / 'quality_table.md', format_markdown(rows))
   return rows
 
 

@@ -9,12 +9,11 @@ own id (the per-task Spearman and AUROC of `viper reward-check`) and writes
 """
 from __future__ import annotations
 
-import json
-import uuid
 
 import numpy as np
 from etils import epath
 
+from viper_jax import atomic, metrics
 from viper_jax.data.store import EpisodeStore
 from viper_jax.reward import check, likelihood
 
@@ -59,11 +58,7 @@ def plot(matrix: np.ndarray, tasks: list[str], path) -> None:
   fig.colorbar(image, ax=ax, label='mean reward per step (nats)')
   ax.set_title('conditioning matrix (bold: row maximum)')
   fig.tight_layout()
-  path = epath.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with path.open('wb') as f:
-    fig.savefig(f, format='png')
-  plt.close(fig)
+  metrics.save_figure(fig, path)
 
 
 def run(model: likelihood.RewardModel, store: EpisodeStore, workdir) -> dict:
@@ -77,9 +72,6 @@ def run(model: likelihood.RewardModel, store: EpisodeStore, workdir) -> dict:
                 diagonal_highest=[bool(np.argmax(row) == i) for i, row in enumerate(matrix)],
                 per_task=per_task)
   out = epath.Path(workdir) / 'reward' / 'conditioning.json'
-  out.parent.mkdir(parents=True, exist_ok=True)
-  temp = out.parent / f'{out.name}.tmp-{uuid.uuid4().hex}'
-  temp.write_text(json.dumps(result, indent=2))
-  temp.replace(out)
+  atomic.write_json(out, result, indent=2)
   plot(matrix, tasks, out.parent / 'conditioning.png')
   return result
