@@ -336,10 +336,14 @@ class RewardModel:
   """A frozen tokenizer + prior with its config: the VIPER reward for whole trajectories.
 
   Attributes: config (ConfigDict: task, env, data, tokenizer, prior, reward sections), params
-  (see `log_likelihood_fn`), task_names (task id -> name), checkpoint (dir or None).
+  (see `log_likelihood_fn`), task_names (task id -> name), checkpoint (dir or None),
+  action_repeat (environment steps per frame of the training videos; None if unrecorded) and
+  frame_skip (the model sees every frame_skip-th frame): an agent's frames must come at the same
+  action repeat for the scores to mean what they meant in training.
   """
 
-  def __init__(self, config, params, checkpoint: str | None = None, mesh=None):
+  def __init__(self, config, params, checkpoint: str | None = None, mesh=None,
+               action_repeat: int | None = None):
     """mesh: a `jax.sharding.Mesh` with a 'data' axis (see viper_jax.parallel) to split the batch
     over; params are replicated on it. Multi-host: every host passes its own rows and gets their
     scores back. None: one device."""
@@ -347,6 +351,7 @@ class RewardModel:
     self.task_names = task_names(config)
     self.checkpoint = checkpoint
     self.mesh = mesh
+    self.action_repeat = action_repeat
     self._m = _modules(config)
     self.params = params if mesh is None else parallel.put_replicated(params, mesh)
     self._sharded = {}
@@ -368,6 +373,10 @@ class RewardModel:
   @property
   def context(self) -> int:
     return self.config.prior.context
+
+  @property
+  def frame_skip(self) -> int:
+    return int(self.config.prior.frame_skip)
 
   def task_id(self, name: str) -> int:
     """Task id of a task name ('dmc:cartpole-swingup')."""
@@ -476,7 +485,8 @@ def load(checkpoint_dir, reward_config=None, mesh=None) -> RewardModel:
   step = checkpointer.latest_step()
   if step is None:
     raise FileNotFoundError(f'no prior checkpoint in {root / "prior" / "checkpoints"}')
-  tasks = checkpointer.restore_meta(step).get('tasks')
+  meta = checkpointer.restore_meta(step)
+  tasks = meta.get('tasks')
   if tasks and list(tasks) != task_names(config):
     with config.unlocked():
       config.data.tasks = tuple(tasks)  # the store's tasks at training time, in id order
@@ -492,4 +502,5 @@ def load(checkpoint_dir, reward_config=None, mesh=None) -> RewardModel:
   if stats_path.exists():
     stats = json.loads(stats_path.read_text())
     params['stats'] = {k: jnp.float32(stats[k]) for k in ('mean', 'std', 'min', 'max')}
-  return RewardModel(config, params, checkpoint=str(root), mesh=mesh)
+  return RewardModel(config, params, checkpoint=str(root), mesh=mesh,
+                     action_repeat=meta.get('action_repeat'))

@@ -161,7 +161,10 @@ def run(config, workdir, stop_after: int | None = None) -> dict:
       log_every=tcfg.log_every, checkpoint_every=tcfg.checkpoint_every,
       keep_checkpoints=tcfg.keep_checkpoints, mesh=mesh,
       hooks=[(tcfg.eval_every, evaluate), (tcfg.sample_every, samples)],
-      meta={'tasks': tasks, 'tokenizer': fingerprint}, stop_after=stop_after)
+      meta={'tasks': tasks, 'tokenizer': fingerprint, 'frame_skip': int(pcfg.frame_skip),
+            # the frame rate of the training videos: the reward refuses an agent at another one
+            'action_repeat': store.action_repeat(tasks)},
+      stop_after=stop_after)
   if 'val_bits_per_token' not in result:
     evaluate(state, int(state['step']))
   (out / 'result.json').write_text(json.dumps(result))
