@@ -233,7 +233,8 @@ def random_mask(key: jax.Array, shape: tuple[int, int, int],
 
 def maskgit_loss(prior: MaskGITPrior, params, batch, key: jax.Array,
                  train: bool = False) -> jax.Array:
-  """Mean cross-entropy (nats) over the masked codes of batch {'codes' [B,T,N], 'task_id' [B]}."""
+  """Mean cross-entropy (nats) over the masked codes of batch {'codes' [B,T,N], 'task_id' [B]}
+  (and the rows of optional batch['weight'] [B] that are > 0)."""
   codes = batch['codes']
   mask_key, dropout_key = jax.random.split(key)
   mask = random_mask(mask_key, codes.shape, prior.min_mask_ratio)
@@ -241,6 +242,8 @@ def maskgit_loss(prior: MaskGITPrior, params, batch, key: jax.Array,
                        rngs={'dropout': dropout_key} if train else None)
   logp = jax.nn.log_softmax(logits, axis=-1)
   token_lp = jnp.take_along_axis(logp, codes[..., None], axis=-1)[..., 0]
+  if 'weight' in batch:  # padding rows (weight 0) drop out
+    mask = mask & (batch['weight'] > 0)[:, None, None]
   return -jnp.sum(jnp.where(mask, token_lp, 0.0)) / jnp.sum(mask)
 
 
