@@ -55,7 +55,7 @@ def forward(model, params, codes, task_ids=None, mask=None):
 def test_two_stream_attention_matches_a_dense_mask(t):
   """The per-frame window attention equals attention over all 2 * T * N tokens under the mask of
   the module docstring, with RoPE on absolute frame indices."""
-  from viper_jax.video.transformer import _rope
+  from viper_jax.video.transformer import rope
   h, d = 2, 8
   q, k, v = jax.random.normal(jax.random.key(t), (3, 1, t, 2 * N, h, d))
   out = maskgit._two_stream_attention(q, k, v, CONTEXT, 10_000.0)
@@ -66,7 +66,7 @@ def test_two_stream_attention_matches_a_dense_mask(t):
   mask = np.where(query[:, None], np.where(query[None], df == 0, window & (df > 0)),
                   ~query[None] & window)
   flat = lambda x: x.reshape(t * 2 * N, h, d).transpose(1, 0, 2)  # [H, L, d]
-  qr, kr = _rope(flat(q), frame, 10_000.0), _rope(flat(k), frame, 10_000.0)
+  qr, kr = rope(flat(q), frame, 10_000.0), rope(flat(k), frame, 10_000.0)
   scores = jnp.where(mask, jnp.einsum('hqd,hkd->hqk', qr, kr) / np.sqrt(d), -np.inf)
   ref = jnp.einsum('hqk,hkd->hqd', jax.nn.softmax(scores, -1), flat(v))
   np.testing.assert_allclose(np.asarray(out).reshape(t * 2 * N, h, d).transpose(1, 0, 2), ref,

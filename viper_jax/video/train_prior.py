@@ -34,12 +34,20 @@ def init_state(prior, train_cfg, key, window: int) -> dict:
 def nll_per_token(prior, params, batch, train: bool = False, key=None) -> jax.Array:
   """Mean negative log-likelihood (nats) per code of batch {'codes' [B,T,N], 'task_id' [B]}.
 
+  An optional batch['weight'] float32 [B] (0: a padding row, see `pad_batch`) weights the rows.
   train=True: the kind's training loss (MaskGIT: its masked-token loss; key draws the masks and
   dropout); train=False: the scoring NLL (every frame from the past only), for any kind.
   """
   if train:
     return priors.kind_of(prior).train_loss(prior, params, batch, key, train=True)
   return transformer.nll_per_code(prior, params, batch)
+
+
+def pad_batch(batch: dict, mesh) -> dict:
+  """This host's batch padded to a multiple of its devices, with 'weight' marking the real rows:
+  a batch of any size trains as it would on one device."""
+  batch, weight = parallel.pad_rows(batch, mesh)
+  return dict(batch, weight=weight)
 
 
 def make_train_step(prior, train_cfg):
@@ -76,7 +84,6 @@ def run(config, workdir, stop_after: int | None = None) -> dict:
   out.mkdir(parents=True, exist_ok=True)
   atomic.write(out / 'config.json', config.to_json_best_effort(indent=2))
   mesh = parallel.make_mesh()
-  parallel.check_batch_divisible(tcfg.batch_size, mesh, 'prior.train.batch_size')
   store, tasks = store_and_tasks(config, workdir)
 
   # Tokenize every episode once with the trained tokenizer (one cache per tokenizer checkpoint).
@@ -128,7 +135,7 @@ def run(config, workdir, stop_after: int | None = None) -> dict:
 
   state = training.train_loop(
       name='prior', workdir=out, state=state, step_fn=step_fn,
-      batch_fn=lambda step: batches[step], steps=tcfg.steps, seed=tcfg.seed,
+      batch_fn=lambda step: pad_batch(batches[step], mesh), steps=tcfg.steps, seed=tcfg.seed,
       log_every=tcfg.log_every, checkpoint_every=tcfg.checkpoint_every,
       keep_checkpoints=tcfg.keep_checkpoints, mesh=mesh,
       hooks=[(tcfg.eval_every, evaluate), (tcfg.sample_every, samples)],
