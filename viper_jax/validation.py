@@ -93,7 +93,7 @@ def check_env(config) -> None:
 
 def check_collect(config) -> None:
   policy = str(config.collect.policy)
-  if policy not in ('expert', 'random') and not (policy.startswith('agent:') and len(policy) > 6):
+  if policy not in ('expert', 'random') and not policy.startswith('agent:'):
     _fail('collect.policy', policy, ' or '.join(COLLECT_POLICIES))
   positive(config, 'collect.train_episodes', 'collect.workers')
   positive(config, 'collect.test_episodes', 'collect.random_test_episodes', low=0)
