@@ -47,7 +47,9 @@ class Checkpointer:
     local = not str(self.directory).startswith('gs://')
     return ocp.CheckpointManager(
         self.directory.resolve() if local else self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=self._max_to_keep, create=True),
+        # Temporary folders of saves killed midway are removed when the folder is opened.
+        options=ocp.CheckpointManagerOptions(max_to_keep=self._max_to_keep, create=True,
+                                             cleanup_tmp_directories=True),
         item_names=('state', 'meta'))
 
   def latest_step(self) -> int | None:
