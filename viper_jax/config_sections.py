@@ -48,6 +48,9 @@ def experiment(task: str, *, tokenizer: str, prior: str, agent: str,
   config.collect.train_noise_levels = (0.0,)
   config.collect.test_noise_levels = (0.0, 0.25, 0.5, 0.75)
   config.collect.train_episodes = 8  # per train noise level
+  # Train episodes start after 0..N unrecorded random-policy steps (0: the task's own starts), so
+  # the expert's videos also show it recovering from states a learner reaches.
+  config.collect.train_random_steps = 0
   config.collect.test_episodes = 1  # per test noise level
   config.collect.random_test_episodes = 2
   config.collect.workers = 2

@@ -52,6 +52,24 @@ def _reward_check(config, workdir):
   return {k: v for k, v in result.items() if k != 'per_episode'}
 
 
+def check_frame_rate(model, config) -> None:
+  """Raises ValueError when the agent's environment runs at another action repeat than the
+  videos the reward model learned from: its frames would come at a frame rate the model never saw
+  (the reference's videos and agents differed in exactly this way). Unrecorded: no check."""
+  from viper_jax import envs
+  if model.action_repeat is None:
+    return
+  task = config.agent.reward_task or config.task
+  agent_repeat = config.env.action_repeat or envs.DEFAULT_ACTION_REPEAT[task.split(':')[0]]
+  if int(agent_repeat) != int(model.action_repeat):
+    raise ValueError(
+        f'frame rate mismatch: the reward model in {model.checkpoint} learned from videos at '
+        f'action repeat {model.action_repeat} (frame skip {model.frame_skip}), but this agent\'s '
+        f'environment {config.task} runs at action repeat {agent_repeat}. Use a reward model '
+        f'trained on videos collected at --config.env.action_repeat={agent_repeat}, or run the '
+        f'agent at --config.env.action_repeat={model.action_repeat}.')
+
+
 def viper_likelihood_fn(config, reward_checkpoint):
   """frames uint8 [B, T, H, W, 3] -> float32 [B, T] of the reward model in `reward_checkpoint`,
   for the agent's task (agent.reward_task, default config.task). The agent never imports the
@@ -59,6 +77,7 @@ def viper_likelihood_fn(config, reward_checkpoint):
   import numpy as np
   from viper_jax import reward
   model = reward.load(reward_checkpoint)
+  check_frame_rate(model, config)
   task = config.agent.reward_task or config.task
   if task not in model.task_names:
     raise ValueError(f'task {task!r} is not one of the reward model\'s tasks {model.task_names}; '
