@@ -159,6 +159,16 @@ def _import_reference():
     print(f'{task}: {count} episodes in {store.root}')
 
 
+def _quality_table():
+  from viper_jax import quality_table
+  config = _require_config('quality-table')
+  if 'table' not in config:
+    raise app.UsageError('viper quality-table needs a config with a `table` section, e.g. '
+                         '--config=experiments/quality.py')
+  quality_table.run(config, _workdir('quality-table'))
+  print(f"quality table: {_workdir('quality-table')}/quality_table.md")
+
+
 def _envs():
   from viper_jax import envs
   print('\n'.join(envs.env_names()))
@@ -188,6 +198,8 @@ COMMANDS = {
                      '(<workdir>/reward/expert_stats.json)'),
     'reward-check': (_reward_check, 'score held-out expert/noisy/random episodes: Spearman, AUROC '
                      '(<workdir>/reward/check.json)'),
+    'quality-table': (_quality_table, 'collect, tokenizer, prior and reward check for every task '
+                      'of config.table (one workdir each) -> <workdir>/quality_table.{md,json}'),
     'reward-shape': (_reward_shape, 'per-step Spearman of VIPER vs true reward and the reward '
                      'binned by true reward, on a replay (--source) or the test episodes '
                      '(<workdir>/reward/shape.json)'),

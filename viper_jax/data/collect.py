@@ -115,9 +115,13 @@ def run_job(job: EpisodeJob) -> tuple[float, int]:
 def plan_jobs(config, store: EpisodeStore) -> list[EpisodeJob]:
   """Every episode the config asks for, in a fixed order."""
   cc = config.collect
-  env_kwargs = tuple(sorted({
-      'size': tuple(config.env.size), 'action_repeat': config.env.action_repeat,
-      'time_limit': config.env.time_limit}.items()))
+  env_kwargs = {'size': tuple(config.env.size), 'action_repeat': config.env.action_repeat,
+                'time_limit': config.env.time_limit}
+  if config.task.startswith('atari:'):
+    # Store the screen as the game draws it: the video model and the reward mask the score
+    # region themselves when data.mask_score, so one store serves both sides of that ablation.
+    env_kwargs['mask_score'] = False
+  env_kwargs = tuple(sorted(env_kwargs.items()))
   groups = [('train', cc.policy, noise, cc.train_episodes) for noise in cc.train_noise_levels]
   groups += [('test', cc.policy, noise, cc.test_episodes) for noise in cc.test_noise_levels]
   groups.append(('test', 'random', 1.0, cc.random_test_episodes))

@@ -4,7 +4,8 @@ Scores every test-split episode of the experiment's task with the trained reward
 `<workdir>/reward/check.json`: per episode the mean reward per step and the true return; the
 Spearman rank correlation between the two; the AUROC of telling expert (noise 0) from random
 episodes by mean reward; and `<workdir>/reward/reward_vs_return.png`. From the same scores it also
-writes the per-step reward shape (`reward/shape.json`, `shape.png`; see shape.py).
+writes the per-step reward shape (`reward/shape.json`, `shape.png`; see shape.py). A model of
+several tasks also gets its conditioning matrix (viper_jax/reward/conditioning.py).
 """
 from __future__ import annotations
 
@@ -116,6 +117,10 @@ def run(config, workdir) -> dict:
   rows = score_episodes(model, store, config.task)
   summary = summarize(rows)
   result = dict(summary, task=config.task, per_episode=rows)
+  if len(model.task_names) > 1:  # one model of several tasks: each task under each task id
+    from viper_jax.reward import conditioning
+    matrix = conditioning.run(model, store, root)
+    result['conditioning'] = {k: matrix[k] for k in ('tasks', 'matrix', 'diagonal_highest')}
   out = root / 'reward' / 'check.json'
   out.parent.mkdir(parents=True, exist_ok=True)
   temp = out.parent / f'{out.name}.tmp-{uuid.uuid4().hex}'
