@@ -407,10 +407,6 @@ class RewardModel:
 
   def _sharded_call(self, frames, task_ids, mode):
     """The batch split over the mesh's 'data' axis; rows are independent, so no communication."""
-    local = jax.local_device_count() if jax.process_count() > 1 else self.mesh.size
-    if frames.shape[0] % local:
-      raise ValueError(f'batch of {frames.shape[0]} trajectories must be divisible by the '
-                       f'{local} devices of the mesh on this host')
     if mode not in self._sharded:
       data, replicated = parallel.data_sharding(self.mesh), parallel.replicated(self.mesh)
       fn = functools.partial(_log_likelihood, self._m, mode=mode)
@@ -418,12 +414,13 @@ class RewardModel:
                                     out_shardings=data)
     # Unconditioned models ignore ids (and task 0's score mask is the only one): zeros are exact.
     ids = task_ids if task_ids is not None else jnp.zeros((frames.shape[0],), jnp.int32)
-    frames, ids = parallel.put_batch((np.asarray(frames), np.asarray(ids)), self.mesh)
-    out = self._sharded[mode](self.params, frames, ids)
+    rows = frames.shape[0]  # padded to a multiple of this host's devices, padding dropped below
+    (frames, ids), _ = parallel.pad_rows((np.asarray(frames), np.asarray(ids)), self.mesh)
+    out = self._sharded[mode](self.params, *parallel.put_batch((frames, ids), self.mesh))
     if jax.process_count() == 1:
-      return out
+      return out if out.shape[0] == rows else out[:rows]
     shards = sorted(out.addressable_shards, key=lambda s: s.index[0].start)
-    return np.concatenate([np.asarray(s.data) for s in shards])  # this host's rows (numpy)
+    return np.concatenate([np.asarray(s.data) for s in shards])[:rows]  # this host's rows
 
   def init_stream(self, batch_size: int, task_ids=None) -> dict[str, Any]:
     """Streaming state for batch_size trajectories that start now (their first frame next)."""

@@ -56,6 +56,8 @@ def init_state(prior: transformer.VideoPrior, train_cfg, key, window: int) -> di
 def nll_per_token(prior, params, batch, train: bool = False, key=None) -> jax.Array:
   """Mean negative log-likelihood (nats) per code of batch {'codes' [B,T,N], 'task_id' [B]}.
 
+  An optional batch['weight'] float32 [B] (0: a padding row, see `pad_batch`) weights the rows.
+
   A MaskGIT prior trains on its masked-token loss (`maskgit.maskgit_loss`, key also draws the
   masks); evaluated (train=False) it gives its scoring NLL (every frame from the past only).
   """
@@ -65,7 +67,17 @@ def nll_per_token(prior, params, batch, train: bool = False, key=None) -> jax.Ar
   logits = prior.apply({'params': params}, batch['codes'], batch['task_id'], train=train,
                        rngs=rngs)
   logp = jax.nn.log_softmax(logits, axis=-1)
-  return -jnp.mean(jnp.take_along_axis(logp, batch['codes'][..., None], -1))
+  token_lp = jnp.take_along_axis(logp, batch['codes'][..., None], -1)[..., 0]  # [B, T, N]
+  if 'weight' not in batch:
+    return -jnp.mean(token_lp)
+  return -jnp.sum(token_lp.mean((1, 2)) * batch['weight']) / jnp.sum(batch['weight'])
+
+
+def pad_batch(batch: dict, mesh) -> dict:
+  """This host's batch padded to a multiple of its devices, with 'weight' marking the real rows:
+  a batch of any size trains as it would on one device."""
+  batch, weight = parallel.pad_rows(batch, mesh)
+  return dict(batch, weight=weight)
 
 
 def make_train_step(prior, train_cfg):
@@ -102,7 +114,6 @@ def run(config, workdir, stop_after: int | None = None) -> dict:
   out.mkdir(parents=True, exist_ok=True)
   (out / 'config.json').write_text(config.to_json_best_effort(indent=2))
   mesh = parallel.make_mesh()
-  parallel.check_batch_divisible(tcfg.batch_size, mesh, 'prior.train.batch_size')
   store, tasks = train_tokenizer.store_and_tasks(config, workdir)
 
   # Tokenize every episode once with the trained tokenizer (rebuilt if the tokenizer changed).
@@ -157,7 +168,7 @@ def run(config, workdir, stop_after: int | None = None) -> dict:
 
   state = training.train_loop(
       name='prior', workdir=out, state=state, step_fn=step_fn,
-      batch_fn=lambda step: batches[step], steps=tcfg.steps, seed=tcfg.seed,
+      batch_fn=lambda step: pad_batch(batches[step], mesh), steps=tcfg.steps, seed=tcfg.seed,
       log_every=tcfg.log_every, checkpoint_every=tcfg.checkpoint_every,
       keep_checkpoints=tcfg.keep_checkpoints, mesh=mesh,
       hooks=[(tcfg.eval_every, evaluate), (tcfg.sample_every, samples)],
