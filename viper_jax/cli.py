@@ -25,6 +25,8 @@ _OUT = flags.DEFINE_string('out', None, 'compare: path of the PNG to write; rewa
 _TARGET = flags.DEFINE_float('target', None, 'compare: draw this return as a dashed line.')
 _X = flags.DEFINE_enum('x', 'frames', ['frames', 'updates'],
                        'compare: x axis, environment frames or gradient updates.')
+_CHECK = flags.DEFINE_bool('check', False, 'config: validate every field (and, with --workdir, the '
+                           'episodes and checkpoints it names) without running anything.')
 _SOURCE = flags.DEFINE_string(
     'source', None, 'reward-shape: an agent replay (replay_<step>.npz or its folder) to score; '
     'default: the experiment store\'s test split.')
@@ -177,7 +179,14 @@ def _envs():
 
 
 def _config():
-  print(_require_config('config'))
+  config = _require_config('config')
+  if not _CHECK.value:
+    print(config)
+    return
+  from viper_jax import validation
+  validation.validate(config, workdir=_WORKDIR.value)  # a ConfigError exits with status 2
+  print(f'config OK: every field of {config.task} is valid for all stages'
+        + (f' and the data in {_WORKDIR.value}' if _WORKDIR.value else ''))
 
 
 # name -> (function, one-line description); `viper --help` lists these.
@@ -208,8 +217,24 @@ COMMANDS = {
     'import-reference': (_import_reference,
                          'import the reference VIPER dataset layout (--src) into an episode store'),
     'envs': (_envs, 'list every environment name (dmc:<domain>-<task>, atari:<game>)'),
-    'config': (_config, 'print the resolved config (with --config and overrides)'),
+    'config': (_config, 'print the resolved config (with --config and overrides); --check '
+               'validates it instead, without running anything'),
 }
+
+
+# Commands that write into --workdir; each takes the workdir's lock (one writer per workdir).
+WRITERS = ('quickstart', 'pipeline', 'collect', 'train-tokenizer', 'train-prior', 'train-agent',
+           'reward-stats', 'reward-check', 'reward-shape', 'quality-table')
+
+
+def _workdir_lock(command: str):
+  import contextlib
+  import jax
+  from viper_jax import workdir_lock
+  workdir = _WORKDIR.value or ('runs/quickstart' if command == 'quickstart' else None)
+  if command not in WRITERS or workdir is None or jax.process_index() != 0:
+    return contextlib.nullcontext()
+  return workdir_lock.hold(workdir, command=f'viper {command}')
 
 
 def usage() -> str:
@@ -243,7 +268,16 @@ def main(argv: list[str] | None = None) -> int:
       raise app.UsageError(f'unexpected arguments {unused_argv[1:]}')
     from viper_jax import parallel
     parallel.initialize_distributed()  # multi-host jobs only (VIPER_DISTRIBUTED=1), see launch/
-    function()
+    from viper_jax import workdir_lock
+    try:
+      with _workdir_lock(command):
+        function()
+    except workdir_lock.WorkdirLockedError as e:
+      print(f'viper {command}: {e}', file=sys.stderr)
+      sys.exit(3)
+    except configs.ConfigError as e:  # a bad value: nothing was run
+      print(textwrap.fill(f'viper {command}: {e}', 100), file=sys.stderr)
+      sys.exit(2)
 
   # config_flags finds `--config.x=` overrides in sys.argv itself, so it must hold this argv.
   saved_argv, sys.argv = sys.argv, [f'viper {command}'] + argv[2:]

@@ -15,7 +15,7 @@ import numpy as np
 import scipy.stats
 from etils import epath
 
-from viper_jax import atomic, metrics
+from viper_jax import atomic, metrics, validation
 from viper_jax.data.store import EpisodeStore, store_and_tasks
 from viper_jax.reward import likelihood, shape
 
@@ -96,8 +96,9 @@ def plot(rows: list[dict], summary: dict, path) -> None:
 
 
 def run(config, workdir) -> dict:
+  validation.validate(config, ['reward-check'], workdir)
   root = epath.Path(workdir)
-  model = likelihood.load(root)
+  model = likelihood.load(root, reward_config=config.reward)  # the experiment's reward
   store, _ = store_and_tasks(config, root)  # where the model's episodes are
   rows = score_episodes(model, store, config.task)
   summary = summarize(rows)

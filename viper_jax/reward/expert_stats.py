@@ -12,7 +12,7 @@ import numpy as np
 from etils import epath
 from tqdm import tqdm
 
-from viper_jax import atomic
+from viper_jax import atomic, validation
 from viper_jax.data import loaders
 from viper_jax.data.store import EpisodeStore, store_and_tasks
 from viper_jax.reward import likelihood
@@ -41,6 +41,7 @@ def compute(model: likelihood.RewardModel, store: EpisodeStore, max_noise: float
 
 def run(config, workdir) -> dict:
   """Computes and writes the stats of the reward model trained in `workdir`."""
+  validation.validate(config, ['reward-stats'], workdir)
   root = epath.Path(workdir)
   raw = likelihood.default_config()
   if 'reward' in config:

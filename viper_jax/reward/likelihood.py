@@ -42,13 +42,11 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from viper_jax import parallel
+from viper_jax import parallel, validation
+from viper_jax.validation import LIKELIHOODS, REDUCTIONS, SCALINGS  # noqa: F401 (public names)
 from viper_jax.envs import score_masks
 from viper_jax.video import presets, priors, restore, transformer, vqgan
 
-REDUCTIONS = ('sum', 'mean')
-LIKELIHOODS = ('conditional', 'joint')
-SCALINGS = ('none', 'standardize', 'minmax')
 MODES = ('one_pass', 'window')
 STATS_FILE = 'reward/expert_stats.json'
 
@@ -60,18 +58,6 @@ def default_config() -> ml_collections.ConfigDict:
 
 def _reward_cfg(config) -> ml_collections.ConfigDict:
   return config.reward if 'reward' in config else default_config()
-
-
-def _validate_reward_cfg(cfg) -> None:
-  if cfg.reduce not in REDUCTIONS:
-    raise ValueError(f'reward.reduce must be one of {REDUCTIONS}, got {cfg.reduce!r}')
-  if cfg.likelihood not in LIKELIHOODS:
-    raise ValueError(f'reward.likelihood must be one of {LIKELIHOODS}, got {cfg.likelihood!r}')
-  if cfg.scale not in SCALINGS:
-    raise ValueError(f'reward.scale must be one of {SCALINGS}, got {cfg.scale!r}')
-  if cfg.chunk_frames < 1 or cfg.encode_batch < 1 or cfg.window_batch < 1:
-    raise ValueError('reward.chunk_frames, reward.encode_batch and reward.window_batch must be '
-                     f'>= 1, got {cfg.chunk_frames}, {cfg.encode_batch}, {cfg.window_batch}')
 
 
 def task_names(config) -> list[str]:
@@ -100,7 +86,7 @@ class _Modules:
 
 def _modules(config) -> _Modules:
   rcfg = _reward_cfg(config)
-  _validate_reward_cfg(rcfg)
+  validation.check_reward({'reward': rcfg})
   tasks = task_names(config)
   size = tuple(int(s) for s in config.env.size)
   masks = None

@@ -54,13 +54,30 @@ def _fill_missing(section: ml_collections.ConfigDict, defaults: ml_collections.C
         _fill_missing(section[key], value)
 
 
-def _latest(directory, what: str) -> tuple[checkpoint.Checkpointer, int]:
+def _restore_newest(directory, what: str, abstract_fn) -> tuple[dict, int, dict]:
+  """(subtrees, step, meta) of the newest checkpoint in `directory` that reads back; damaged
+  newer ones are set aside as `Checkpointer.restore_latest` does. abstract_fn(meta) -> the
+  {name: ShapeDtypeStruct tree} to read."""
   checkpointer = checkpoint.Checkpointer(directory)
-  step = checkpointer.latest_step()
-  if step is None:
+  failures = []
+  try:
+    for step in reversed(checkpointer.all_steps()):
+      try:
+        meta = checkpointer.restore_meta(step)
+        tree = checkpointer.restore_subtrees(step, abstract_fn(meta))
+      except Exception as e:  # noqa: BLE001 -- any failure to read back means damaged
+        failures.append((step, e))
+        continue
+      for bad_step, error in failures:
+        checkpointer._set_aside(bad_step, error, ())  # noqa: SLF001
+      return tree, step, meta
+  finally:
     checkpointer.close()
-    raise FileNotFoundError(f'no {what} checkpoint in {directory}: run `viper train-{what}` first')
-  return checkpointer, step
+  if failures:
+    raise checkpoint.NoUsableCheckpointError(
+        f'no checkpoint in {directory} reads back whole: '
+        + '; '.join(f'{directory / str(s)}: {e}' for s, e in failures))
+  raise FileNotFoundError(f'no {what} checkpoint in {directory}: run `viper train-{what}` first')
 
 
 def tokenizer(workdir, cfg=None) -> tuple[ml_collections.ConfigDict, dict, int]:
@@ -76,9 +93,8 @@ def tokenizer(workdir, cfg=None) -> tuple[ml_collections.ConfigDict, dict, int]:
   frames = jnp.zeros((1, *image_size, 3), jnp.uint8)
   abstract = jax.eval_shape(
       lambda k: vqgan.VQGAN.from_config(cfg).init(k, frames, train=False), jax.random.key(0))
-  checkpointer, step = _latest(out / 'checkpoints', 'tokenizer')
-  variables = checkpointer.restore_subtrees(step, dict(abstract))
-  checkpointer.close()
+  variables, step, _ = _restore_newest(out / 'checkpoints', 'tokenizer',
+                                       lambda meta: dict(abstract))
   return cfg, variables, step
 
 
@@ -89,16 +105,17 @@ def prior(workdir, config) -> tuple[dict, int, dict]:
   config: the experiment config it was trained with. When the checkpoint's metadata lists the
   tasks it was trained on, config.data.tasks is set to them (task ids are positions in it).
   """
-  checkpointer, step = _latest(epath.Path(workdir) / 'prior' / 'checkpoints', 'prior')
-  meta = checkpointer.restore_meta(step)
-  tasks = meta.get('tasks')
-  names = list(config.data.tasks) if config.data.tasks else [config.task]
-  if tasks and list(tasks) != names:
-    with config.unlocked():
-      config.data.tasks = tuple(tasks)  # the store's tasks at training time, in id order
-    names = list(tasks)
   name = 'ema_params' if config.prior.train.ema_decay > 0 else 'params'
-  abstract = priors.abstract_params(priors.build_prior(config, len(names)))
-  params = checkpointer.restore_subtrees(step, {name: abstract})[name]
-  checkpointer.close()
-  return params, step, meta
+
+  def abstract(meta):
+    tasks = meta.get('tasks')
+    names = list(config.data.tasks) if config.data.tasks else [config.task]
+    if tasks and list(tasks) != names:
+      with config.unlocked():
+        config.data.tasks = tuple(tasks)  # the store's tasks at training time, in id order
+      names = list(tasks)
+    return {name: priors.abstract_params(priors.build_prior(config, len(names)))}
+
+  tree, step, meta = _restore_newest(epath.Path(workdir) / 'prior' / 'checkpoints', 'prior',
+                                     abstract)
+  return tree[name], step, meta

@@ -15,7 +15,7 @@ import numpy as np
 import optax
 from etils import epath
 
-from viper_jax import atomic, configs, parallel
+from viper_jax import atomic, parallel, validation
 from viper_jax.data import loaders
 from viper_jax.metrics import save_video
 from viper_jax.data.store import store_and_tasks
@@ -67,17 +67,9 @@ def make_train_step(prior, train_cfg):
   return train_step
 
 
-def validate_config(config) -> None:
-  train_tokenizer.validate_config(config)
-  p = config.prior
-  if p.context < 1 or p.frame_skip < 1 or p.train.window < 1:
-    raise configs.ConfigError(f'prior.context ({p.context}), prior.frame_skip ({p.frame_skip}) '
-                              f'and prior.train.window ({p.train.window}) must be >= 1')
-
-
 def run(config, workdir, stop_after: int | None = None) -> dict:
   """Builds the token cache, trains (or resumes) the prior; returns validation figures."""
-  validate_config(config)
+  validation.validate(config, ['train-prior'], workdir)
   pcfg, tcfg = config.prior, config.prior.train
   workdir = epath.Path(workdir)
   out = workdir / 'prior'

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 from etils import epath
 
-from viper_jax import atomic, configs, parallel
+from viper_jax import atomic, parallel, validation
 from viper_jax.data import loaders
 from viper_jax.data.store import store_and_tasks
 from viper_jax.metrics import image_grid, save_png
@@ -92,22 +92,9 @@ def _reconstruct_fn(cfg):
   return reconstruct
 
 
-def validate_config(config) -> None:
-  configs.validate_env_config(config)
-  cfg = config.tokenizer
-  if cfg.quantizer not in ('ema', 'straight_through'):
-    raise configs.ConfigError(f"tokenizer.quantizer must be 'ema' or 'straight_through', got "
-                              f'{cfg.quantizer!r}')
-  factor = 2 ** (len(cfg.channel_mult) - 1)
-  if any(s % factor for s in config.env.size):
-    raise configs.ConfigError(f'env.size {tuple(config.env.size)} must be divisible by the '
-                              f'tokenizer downsampling factor {factor} (channel_mult '
-                              f'{tuple(cfg.channel_mult)})')
-
-
 def run(config, workdir, stop_after: int | None = None) -> dict:
   """Trains (or resumes) the tokenizer; returns the final {'psnr', 'usage', 'step'} on test frames."""
-  validate_config(config)
+  validation.validate(config, ['train-tokenizer'], workdir)
   cfg = config.tokenizer
   workdir = epath.Path(workdir)
   out = workdir / 'tokenizer'
