@@ -76,7 +76,8 @@ def viper_likelihood_fn(config, reward_checkpoint):
   reward library; it gets this function."""
   import numpy as np
   from viper_jax import reward
-  model = reward.load(reward_checkpoint)
+  from viper_jax.agent import mesh as agent_mesh
+  model = reward.load(reward_checkpoint, mesh=agent_mesh.build(config.agent))  # the agent's mesh
   check_frame_rate(model, config)
   task = config.agent.reward_task or config.task
   if task not in model.task_names:
