@@ -1,18 +1,15 @@
 """The agent on a 'data' mesh (viper_jax/agent/mesh.py), on 4 fake CPU devices: train steps on 4
 devices equal those on 1 with the same global batch, and `viper train-agent` runs on 4 devices."""
 import json
-import sys
 
 import jax
 import numpy as np
 import pytest
 
+from benchmarks.agent_train_step import random_batch
 from viper_jax.agent import agent as agent_lib
 from viper_jax.agent import agent_config
 from viper_jax.agent import mesh as agent_mesh
-
-sys.path.insert(0, 'benchmarks')
-from agent_train_step import random_batch  # noqa: E402
 
 STEPS = 3
 
