@@ -5,6 +5,7 @@
   python launch/sweep.py --sweep=context --parallel=2    # run locally, 2 runs at a time
   python launch/sweep.py --sweep=context --summary       # table of the finished runs
   python launch/sweep.py --sweep=context -- --config.prior.train.steps=1000   # extra overrides
+  python launch/sweep.py --sweep=score_mask --base=experiments/quality.py:atari:pong   # CPU size
 
 Each run gets its own workdir <root>/<sweep>/<run> holding config.json (the full resolved config)
 beside its results and a log per run (sweep.log). A run is one `viper pipeline --stages=...`
@@ -173,6 +174,8 @@ def main(argv=None) -> int:
   parser.add_argument('--summary', action='store_true', help='table of the finished runs')
   parser.add_argument('--parallel', type=int, default=1, help='runs at a time (local)')
   parser.add_argument('--root', default='runs/sweeps', help='workdirs go to ROOT/SWEEP/RUN')
+  parser.add_argument('--base', help="another base config for the sweep's runs (FILE.py:ARG), "
+                      'e.g. a CPU-sized one; the axes and overrides stay the same')
   args, extra = parser.parse_known_args(argv)
   extra = [a for a in extra if a != '--']
   sweeps = load_sweeps()
@@ -181,7 +184,7 @@ def main(argv=None) -> int:
     return 0
   if args.sweep not in sweeps:
     parser.error(f'--sweep must be one of: {", ".join(sweeps)} (got {args.sweep!r})')
-  sweep = sweeps[args.sweep]
+  sweep = dict(sweeps[args.sweep], **({'base': args.base} if args.base else {}))
   runs = expand(args.sweep, sweep)
   root = os.path.join(args.root, args.sweep)
   if args.dry_run:

@@ -46,7 +46,7 @@ def synthetic_episode(seed: int, length: int = 24, size: int = 32, task: str = '
   return {'image': frames, 'action': np.zeros((length, 1), np.float32),
           'reward': np.zeros(length, np.float32), 'is_first': np.arange(length) == 0,
           'is_last': is_last, 'is_terminal': np.zeros(length, bool), 'task': task,
-          'source': 'expert:scripted', 'seed': seed, 'noise': 0.0}
+          'source': 'expert:scripted', 'seed': seed, 'noise': 0.0, 'action_repeat': 2}
 
 
 def synthetic_video_config(root):

@@ -98,3 +98,23 @@ def test_unknown_policy_kind_is_an_error(tiny_config, tmp_path):
   tiny_config.collect.policy = 'mystery:1'
   with pytest.raises(ValueError, match='mystery'):
     collect.run(tiny_config, tmp_path)
+
+
+def test_train_random_steps_start_train_episodes_from_random_states(tiny_config, tmp_path):
+  tiny_config.collect.policy = 'constant:0.5'
+  tiny_config.collect.train_episodes = 4
+  tiny_config.collect.train_random_steps = 6
+  collect.run(tiny_config, tmp_path)
+  store = EpisodeStore(tmp_path / 'episodes')
+  files = _files(store, 'dmc:cartpole-balance')
+  warmups = []
+  for name, path in files.items():
+    episode = episodes.load_episode(path)
+    if name.startswith('test/'):
+      assert 'warmup_steps' not in episode and len(episode['reward']) == 13  # test split as before
+      continue
+    warmup = int(episode['warmup_steps'])
+    warmups.append(warmup)
+    assert 0 <= warmup <= 6 and len(episode['reward']) == 13 - warmup  # the time limit counts it
+    assert episode['is_first'][0] and episode['reward'][0] == 0
+  assert len(set(warmups)) > 1, warmups  # drawn per episode

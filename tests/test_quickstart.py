@@ -33,7 +33,8 @@ def test_quickstart_stages_outputs_and_report(tmp_path):
   pipeline.run(config, tmp_path, log=lines.append)
   for path in ('episodes', 'tokenizer/result.json', 'tokenizer/reconstructions.png',
                'prior/result.json', 'prior/sample.gif', 'reward/expert_stats.json',
-               'reward/check.json', 'reward/reward_vs_return.png', 'agent/result.json',
+               'reward/check.json', 'reward/reward_vs_return.png', 'reward/shape.json',
+               'reward/shape.png', 'agent/result.json',
                'report/report.html'):
     assert (tmp_path / path).exists(), path
   for stage in pipeline.STAGES:
@@ -42,11 +43,11 @@ def test_quickstart_stages_outputs_and_report(tmp_path):
   assert agent['counters']['env_steps'] == 48 and agent['reward_source'] == 'viper'
   html = (tmp_path / 'report' / 'report.html').read_text()
   sources = re.findall(r'src="([^"]+)"', html)
-  assert len(sources) == 6, 'one figure per section: every stage ran'
+  assert len(sources) == 7, 'one figure per section: every stage ran'
   for src in sources:  # embedded (opens offline) ...
     assert src.startswith('data:image/'), src[:40]
   for png in ('reconstructions.png', 'prior_sample.gif', 'reward_along_episodes.png',
-              'reward_vs_return.png', 'learning_curve.png', 'eval_rollout.gif'):
+              'reward_vs_return.png', 'reward_shape.png', 'learning_curve.png', 'eval_rollout.gif'):
     assert (tmp_path / 'report' / png).exists(), png  # ... and saved beside it as files
   assert 'Not yet' not in html
 

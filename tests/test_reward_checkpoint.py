@@ -61,6 +61,32 @@ def test_reward_stats_and_scaling(trained):
   np.testing.assert_allclose(z, (lp - stats['mean']) / stats['std'], rtol=1e-4, atol=1e-4)
 
 
+def test_frame_rate_is_recorded_and_a_mismatch_refused(trained):
+  config, root, _ = trained
+  model = reward.load(root)
+  assert (model.action_repeat, model.frame_skip) == (2, 1)  # the synthetic videos' metadata
+  from viper_jax import pipeline
+  agent_config = config.copy_and_resolve_references()
+  agent_config.agent.reward_source, agent_config.agent.reward_checkpoint = 'viper', str(root)
+  agent_config.env.action_repeat = 2
+  pipeline.check_frame_rate(model, agent_config)  # same frame rate: accepted
+  agent_config.env.action_repeat = 8
+  with pytest.raises(ValueError, match=r'action repeat 2 .*action repeat 8'):
+    pipeline.train_agent(agent_config, root / 'agent_run')  # refused before any agent work
+  assert not (root / 'agent_run' / 'agent').exists()
+
+
+def test_store_action_repeat_of_the_videos(tmp_path):
+  from conftest import synthetic_episode
+  store = EpisodeStore(tmp_path)
+  assert store.action_repeat(['dmc:synthetic']) is None  # nothing recorded
+  store.save(synthetic_episode(0), 'train', 'a')
+  assert store.action_repeat(['dmc:synthetic']) == 2
+  store.save(dict(synthetic_episode(1), action_repeat=8), 'train', 'b')
+  with pytest.raises(ValueError, match=r'mix action repeats \[2, 8\]'):
+    store.action_repeat(['dmc:synthetic'])
+
+
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match='train-prior'):
     reward.load(tmp_path)

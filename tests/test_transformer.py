@@ -151,7 +151,7 @@ def test_kv_cache_matches_forward():
     cache, logits = scan_extend(k)
     np.testing.assert_allclose(logits, full, atol=1e-5)
     assert int(cache['index']) == t * N
-    assert cache['k'].shape == (2, b, 2, CONTEXT * N, 16)  # bounded: context * N slots
+    assert cache['k'].shape == (2, b, CONTEXT * N, 2, 16)  # bounded: context * N slots
     # The ring holds exactly the last context * N slots.
     np.testing.assert_array_equal(np.sort(cache['slots']), np.arange(t * N - CONTEXT * N, t * N))
   # Uneven chunks (crossing frame boundaries) and one chunk longer than the buffer.

@@ -20,10 +20,17 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for outputs, checkpoi
 _SRC = flags.DEFINE_string('src', None, 'import-reference: folder of the reference dataset.')
 _SUITE = flags.DEFINE_string('suite', 'dmc', 'import-reference: suite of the imported tasks.')
 _RUNS = flags.DEFINE_list('runs', None, 'compare: LABEL=DIR pairs of agent runs (workdirs).')
-_OUT = flags.DEFINE_string('out', None, 'compare: path of the PNG to write.')
+_OUT = flags.DEFINE_string('out', None, 'compare: path of the PNG to write; reward-shape: path of '
+                           'the JSON to write (PNG beside it; default <workdir>/reward/shape.json).')
 _TARGET = flags.DEFINE_float('target', None, 'compare: draw this return as a dashed line.')
 _X = flags.DEFINE_enum('x', 'frames', ['frames', 'updates'],
                        'compare: x axis, environment frames or gradient updates.')
+_CHECK = flags.DEFINE_bool('check', False, 'config: validate every field (and, with --workdir, the '
+                           'episodes and checkpoints it names) without running anything.')
+_SOURCE = flags.DEFINE_string(
+    'source', None, 'reward-shape: an agent replay (replay_<step>.npz or its folder) to score; '
+    'default: the experiment store\'s test split.')
+_MAX_STEPS = flags.DEFINE_integer('max_steps', None, 'reward-shape: score at most this many steps.')
 _STAGES = flags.DEFINE_list('stages', None, 'pipeline: stages to run, in order (default: all of '
                             'collect, train-tokenizer, train-prior, reward-stats, reward-check, '
                             'train-agent).')
@@ -92,6 +99,19 @@ def _reward_check():
           f"true return {g['true_return']:8.1f}")
 
 
+def _reward_shape():
+  from viper_jax.reward import shape
+  result = shape.run(_require_config('reward-shape'), _workdir('reward-shape'), _SOURCE.value,
+                     _MAX_STEPS.value, out=_OUT.value)
+  print(f"reward shape over {result['steps']} steps of {result['source']}: per-step Spearman "
+        f"{result['spearman']:.3f} (away from expert, {result['low_steps']} steps: "
+        f"{result['spearman_low']:.3f})")
+  for b in result['bins']:
+    mean = 'n/a' if b['mean'] is None else f"{b['mean']:9.2f}"
+    print(f"  true reward {b['lo']:6.2f}-{b['hi']:6.2f}  {b['count']:>6} steps  "
+          f"mean VIPER reward {mean}")
+
+
 def _quickstart():
   import os
   from viper_jax import pipeline
@@ -141,13 +161,30 @@ def _import_reference():
     print(f'{task}: {count} episodes in {store.root}')
 
 
+def _quality_table():
+  from viper_jax import quality_table
+  config = _require_config('quality-table')
+  if 'table' not in config:
+    raise app.UsageError('viper quality-table needs a config with a `table` section, e.g. '
+                         '--config=experiments/quality.py')
+  quality_table.run(config, _workdir('quality-table'))
+  print(f"quality table: {_workdir('quality-table')}/quality_table.md")
+
+
 def _envs():
   from viper_jax import envs
   print('\n'.join(envs.env_names()))
 
 
 def _config():
-  print(_require_config('config'))
+  config = _require_config('config')
+  if not _CHECK.value:
+    print(config)
+    return
+  from viper_jax import validation
+  validation.validate(config, workdir=_WORKDIR.value)  # a ConfigError exits with status 2
+  print(f'config OK: every field of {config.task} is valid for all stages'
+        + (f' and the data in {_WORKDIR.value}' if _WORKDIR.value else ''))
 
 
 # name -> (function, one-line description); `viper --help` lists these.
@@ -170,10 +207,16 @@ COMMANDS = {
                      '(<workdir>/reward/expert_stats.json)'),
     'reward-check': (_reward_check, 'score held-out expert/noisy/random episodes: Spearman, AUROC '
                      '(<workdir>/reward/check.json)'),
+    'quality-table': (_quality_table, 'collect, tokenizer, prior and reward check for every task '
+                      'of config.table (one workdir each) -> <workdir>/quality_table.{md,json}'),
+    'reward-shape': (_reward_shape, 'per-step Spearman of VIPER vs true reward and the reward '
+                     'binned by true reward, on a replay (--source) or the test episodes '
+                     '(<workdir>/reward/shape.json)'),
     'import-reference': (_import_reference,
                          'import the reference VIPER dataset layout (--src) into an episode store'),
     'envs': (_envs, 'list every environment name (dmc:<domain>-<task>, atari:<game>)'),
-    'config': (_config, 'print the resolved config (with --config and overrides)'),
+    'config': (_config, 'print the resolved config (with --config and overrides); --check '
+               'validates it instead, without running anything'),
 }
 
 
@@ -185,7 +228,8 @@ COMMAND_FLAGS = {
     'compare': ('runs', 'out', 'target', 'x', 'config'),
     'import-reference': ('src', 'suite', 'workdir'),
     'envs': (),
-    'config': ('config',),
+    'config': ('config', 'check', 'workdir'),
+    'reward-shape': ('config', 'workdir', 'source', 'max_steps', 'out'),
 }
 HELP_FLAGS = ('-h', '--help', '-help', '--helpshort', '-?')
 
@@ -207,6 +251,21 @@ def command_help(command: str) -> str:
                  '--config=FILE` prints them all)')
   lines += ['', f'Run `viper {command} --helpfull` for every flag, absl\'s included.']
   return '\n'.join(lines)
+
+
+# Commands that write into --workdir; each takes the workdir's lock (one writer per workdir).
+WRITERS = ('quickstart', 'pipeline', 'collect', 'train-tokenizer', 'train-prior', 'train-agent',
+           'reward-stats', 'reward-check', 'reward-shape', 'quality-table')
+
+
+def _workdir_lock(command: str):
+  import contextlib
+  import jax
+  from viper_jax import workdir_lock
+  workdir = _WORKDIR.value or ('runs/quickstart' if command == 'quickstart' else None)
+  if command not in WRITERS or workdir is None or jax.process_index() != 0:
+    return contextlib.nullcontext()
+  return workdir_lock.hold(workdir, command=f'viper {command}')
 
 
 def usage() -> str:
@@ -247,7 +306,16 @@ def main(argv: list[str] | None = None) -> int:
       raise app.UsageError(f'unexpected arguments {unused_argv[1:]}')
     from viper_jax import parallel
     parallel.initialize_distributed()  # multi-host jobs only (VIPER_DISTRIBUTED=1), see launch/
-    function()
+    from viper_jax import workdir_lock
+    try:
+      with _workdir_lock(command):
+        function()
+    except workdir_lock.WorkdirLockedError as e:
+      print(f'viper {command}: {e}', file=sys.stderr)
+      sys.exit(3)
+    except configs.ConfigError as e:  # a bad value: nothing was run
+      print(textwrap.fill(f'viper {command}: {e}', 100), file=sys.stderr)
+      sys.exit(2)
 
   # config_flags finds `--config.x=` overrides in sys.argv itself, so it must hold this argv.
   saved_argv, sys.argv = sys.argv, [f'viper {command}'] + argv[2:]

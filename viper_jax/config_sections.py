@@ -48,6 +48,9 @@ def experiment(task: str, *, tokenizer: str, prior: str, agent: str,
   config.collect.train_noise_levels = (0.0,)
   config.collect.test_noise_levels = (0.0, 0.25, 0.5, 0.75)
   config.collect.train_episodes = 8  # per train noise level
+  # Train episodes start after 0..N unrecorded random-policy steps (0: the task's own starts), so
+  # the expert's videos also show it recovering from states a learner reaches.
+  config.collect.train_random_steps = 0
   config.collect.test_episodes = 1  # per test noise level
   config.collect.random_test_episodes = 2
   config.collect.workers = 2
@@ -66,25 +69,3 @@ def experiment(task: str, *, tokenizer: str, prior: str, agent: str,
   config.agent = agent_config(agent)
   return config
 
-
-def validate(config) -> None:
-  """Checks a whole experiment config without training anything; raises ConfigError/ValueError
-  naming the field. Every stage also checks its own section when it starts."""
-  from viper_jax import configs, envs
-  from viper_jax.agent.configs import REWARD_SOURCES
-  from viper_jax.reward import likelihood
-  from viper_jax.video import train_prior
-  train_prior.validate_config(config)  # env, tokenizer and prior sections
-  likelihood._validate_reward_cfg(config.reward)
-  for task in likelihood.task_names(config):
-    if task not in envs.env_names():
-      raise configs.ConfigError(f'unknown task {task!r} (see `viper envs`)')
-  if not str(config.collect.policy).startswith(('expert', 'random', 'agent:')):
-    raise configs.ConfigError("collect.policy must be 'expert', 'random' or 'agent:<dir>', got "
-                              f'{config.collect.policy!r}')
-  if config.agent.reward_source not in REWARD_SOURCES:
-    raise configs.ConfigError(f'agent.reward_source must be one of {REWARD_SOURCES}, got '
-                              f'{config.agent.reward_source!r}')
-  unknown = set(config.agent.reward_weights.keys()) - {'env', 'density', 'disag', 'amp'}
-  if unknown:
-    raise configs.ConfigError(f'agent.reward_weights has unknown terms {sorted(unknown)}')

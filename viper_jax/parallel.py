@@ -56,6 +56,23 @@ def check_batch_divisible(batch_size: int, mesh: Mesh, what: str = 'batch_size')
                      f'({mesh.size}) so that every device gets the same share')
 
 
+def local_device_count(mesh: Mesh) -> int:
+  """Devices of the mesh on this host: how many parts this host's rows are split into."""
+  return sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
+
+
+def pad_rows(host_batch, mesh: Mesh):
+  """Pads this host's rows (a pytree of numpy arrays, leading axis B) to a multiple of its devices
+  on the mesh by repeating the last row. Returns (padded tree, weight float32 [B + pad]: 1 for a
+  real row, 0 for padding); drop the padding from row-wise results with [:B]."""
+  leaves = jax.tree.leaves(host_batch)
+  rows = len(leaves[0])
+  pad = -rows % local_device_count(mesh)
+  padded = jax.tree.map(
+      lambda x: np.concatenate([np.asarray(x), np.repeat(np.asarray(x)[-1:], pad, 0)]), host_batch)
+  return padded, np.concatenate([np.ones(rows, np.float32), np.zeros(pad, np.float32)])
+
+
 def host_shard(num_items: int) -> slice:
   """This host's contiguous share of a global batch of `num_items` (equal shares per host)."""
   count, index = jax.process_count(), jax.process_index()

@@ -52,13 +52,34 @@ def _reward_check(config, workdir):
   return {k: v for k, v in result.items() if k != 'per_episode'}
 
 
+def check_frame_rate(model, config) -> None:
+  """Raises ValueError when the agent's environment runs at another action repeat than the
+  videos the reward model learned from: its frames would come at a frame rate the model never saw
+  (the reference's videos and agents differed in exactly this way). Unrecorded: no check."""
+  from viper_jax import envs
+  if model.action_repeat is None:
+    return
+  task = config.agent.reward_task or config.task
+  agent_repeat = config.env.action_repeat or envs.DEFAULT_ACTION_REPEAT[task.split(':')[0]]
+  if int(agent_repeat) != int(model.action_repeat):
+    raise ValueError(
+        f'frame rate mismatch: the reward model in {model.checkpoint} learned from videos at '
+        f'action repeat {model.action_repeat} (frame skip {model.frame_skip}), but this agent\'s '
+        f'environment {config.task} runs at action repeat {agent_repeat}. Use a reward model '
+        f'trained on videos collected at --config.env.action_repeat={agent_repeat}, or run the '
+        f'agent at --config.env.action_repeat={model.action_repeat}.')
+
+
 def viper_likelihood_fn(config, reward_checkpoint):
   """frames uint8 [B, T, H, W, 3] -> float32 [B, T] of the reward model in `reward_checkpoint`,
   for the agent's task (agent.reward_task, default config.task). The agent never imports the
   reward library; it gets this function."""
   import numpy as np
   from viper_jax import reward
-  model = reward.load(reward_checkpoint)
+  # The experiment's `reward` section (likelihood, reduce, scale) decides how the frozen model's
+  # likelihoods become the agent's reward; the model's own section only says how it was checked.
+  model = reward.load(reward_checkpoint, reward_config=config.reward)
+  check_frame_rate(model, config)
   task = config.agent.reward_task or config.task
   if task not in model.task_names:
     raise ValueError(f'task {task!r} is not one of the reward model\'s tasks {model.task_names}; '
@@ -73,7 +94,9 @@ def train_agent(config, workdir) -> dict:
   The 'viper*' reward sources use the reward model in agent.reward_checkpoint, or in `workdir`
   itself when that holds a trained prior (the pipeline's layout).
   """
+  from viper_jax import validation
   from viper_jax.agent import loop
+  validation.validate(config, ['train-agent'], workdir)  # before the reward model is loaded
   root = epath.Path(workdir)
   likelihood_fn = None
   if config.agent.reward_source.startswith('viper'):
@@ -119,7 +142,8 @@ def _write_marker(workdir: epath.Path, stage: str, result: dict, seconds: float)
 
 def run(config, workdir, stages=STAGES, log: Callable[[str], None] = print) -> dict:
   """Runs the missing stages in order, then rebuilds the report. Returns {stage: marker dict}."""
-  from viper_jax import report
+  from viper_jax import report, validation
+  validation.validate(config, stages, workdir)  # every stage's fields, before the first one runs
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   done = {}

@@ -212,7 +212,8 @@ def build(workdir) -> epath.Path:
   out.mkdir(parents=True, exist_ok=True)
   facts = {}
   for name, path in (('tokenizer', 'tokenizer/result.json'), ('prior', 'prior/result.json'),
-                     ('reward_check', 'reward/check.json'), ('agent', 'agent/result.json')):
+                     ('reward_check', 'reward/check.json'), ('reward_shape', 'reward/shape.json'),
+                     ('agent', 'agent/result.json')):
     if (workdir / path).exists():
       facts[name] = json.loads((workdir / path).read_text())
   videos = sorted((workdir / 'agent' / 'videos').glob('eval_*.gif')) \
@@ -230,6 +231,10 @@ def build(workdir) -> epath.Path:
       ('Reward vs true return (held-out episodes)',
        _copy(workdir / 'reward' / 'reward_vs_return.png', out / 'reward_vs_return.png'),
        _check_caption(facts), 'viper reward-check'),
+      ('Reward shape: per step, against the true reward',
+       _copy(workdir / 'reward' / 'shape.png', out / 'reward_shape.png'),
+       _shape_caption(workdir),
+       'viper reward-check (test episodes) or viper reward-shape --source=REPLAY'),
       ('Agent learning curve', learning_curve(workdir, out),
        'Evaluation episodes: the true task return (the agent never sees it) and the VIPER '
        'return it maximises.', 'viper train-agent'),
@@ -277,6 +282,17 @@ def _check_caption(facts) -> str:
           f"AUROC expert vs random {c['auroc_expert_vs_random']:.2f}.")
 
 
+def _shape_caption(workdir: epath.Path) -> str:
+  path = workdir / 'reward' / 'shape.json'
+  if not path.exists():
+    return ''
+  s = json.loads(path.read_text())
+  return (f"Mean VIPER reward per bin of the step's true reward over {s['steps']} steps of "
+          f"{s['source']}: per-step Spearman {s['spearman']:.2f}, {s['spearman_low']:.2f} over the "
+          'steps away from the expert (true reward below half its range). A flat run of bins is '
+          'a reward the agent cannot climb.')
+
+
 def _summary(facts) -> dict:
   summary = {}
   if 'tokenizer' in facts:
@@ -287,6 +303,10 @@ def _summary(facts) -> dict:
     c = facts['reward_check']
     summary.update(spearman=c.get('spearman'), auroc_expert_vs_random=c.get('auroc_expert_vs_random'),
                    groups=c.get('groups'))
+  if 'reward_shape' in facts:
+    s = facts['reward_shape']
+    summary.update(per_step_spearman=s.get('spearman'),
+                   per_step_spearman_away_from_expert=s.get('spearman_low'))
   if 'agent' in facts:
     summary['agent'] = facts['agent']
   return summary

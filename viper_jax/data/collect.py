@@ -35,6 +35,7 @@ class EpisodeJob:
   path: str
   env_kwargs: tuple  # sorted (key, value) pairs for envs.make
   loader: Callable | None = None
+  max_warmup: int = 0  # up to this many unrecorded random steps before the policy takes over
 
 
 def episode_seed(base_seed: int, split: str, policy: str, noise: float, index: int) -> int:
@@ -48,9 +49,35 @@ def source_name(policy: str) -> str:
   return 'expert:scripted' if policy == 'expert' else policy
 
 
-def rollout(env, actor, seed: int, task: str, source: str, **metadata) -> dict:
-  """Runs one episode of `actor` (a Policy) and returns it in the episode format (episodes.py)."""
+def random_warmup(env, seed: int, max_steps: int):
+  """Resets `env` and takes 0..max_steps (drawn from seed) uniform random actions, unrecorded.
+
+  Returns (obs, info, steps taken). The policy then starts from a state a random policy reached
+  rather than the task's own start distribution, so an expert's videos show it recovering from
+  the states a learner visits (for a video-model reward, likelihood that rises toward the expert).
+  """
   obs, info = env.reset(seed=seed)
+  rng = np.random.default_rng([seed, 7])
+  steps = int(rng.integers(0, max_steps + 1)) if max_steps > 0 else 0
+  env.action_space.seed(int(rng.integers(2**31)))
+  for _ in range(steps):
+    obs, _, terminated, truncated, info = env.step(env.action_space.sample())
+    if terminated or truncated:  # nothing left to record: start over without a warm-up
+      obs, info = env.reset(seed=seed)
+      return obs, info, 0
+  return obs, info, steps
+
+
+def rollout(env, actor, seed: int, task: str, source: str, max_warmup: int = 0,
+            **metadata) -> dict:
+  """Runs one episode of `actor` (a Policy) and returns it in the episode format (episodes.py).
+
+  max_warmup > 0: the episode is recorded from where `random_warmup` leaves the environment (the
+  environment's time limit still counts the warm-up steps).
+  """
+  obs, info, warmup = random_warmup(env, seed, max_warmup)
+  if max_warmup > 0:
+    metadata['warmup_steps'] = warmup
   actor.reset(seed)
   steps = {k: [] for k in episodes_lib.STEP_KEYS}
   reward, is_first, done, terminated = 0.0, True, False, False
@@ -79,8 +106,8 @@ def run_job(job: EpisodeJob) -> tuple[float, int]:
     _ENV_CACHE[key] = envs.make(job.task, **dict(job.env_kwargs))
   env = _ENV_CACHE[key]
   policy = policies.make_policy(job.policy, env, job.task, job.noise, loader=job.loader)
-  episode = rollout(env, policy, job.seed, job.task, source_name(job.policy), noise=job.noise,
-                    policy=job.policy)
+  episode = rollout(env, policy, job.seed, job.task, source_name(job.policy), job.max_warmup,
+                    noise=job.noise, policy=job.policy)
   episodes_lib.save_episode(job.path, episode)
   return episodes_lib.episode_return(episode), episodes_lib.episode_length(episode)
 
@@ -88,9 +115,13 @@ def run_job(job: EpisodeJob) -> tuple[float, int]:
 def plan_jobs(config, store: EpisodeStore) -> list[EpisodeJob]:
   """Every episode the config asks for, in a fixed order."""
   cc = config.collect
-  env_kwargs = tuple(sorted({
-      'size': tuple(config.env.size), 'action_repeat': config.env.action_repeat,
-      'time_limit': config.env.time_limit}.items()))
+  env_kwargs = {'size': tuple(config.env.size), 'action_repeat': config.env.action_repeat,
+                'time_limit': config.env.time_limit}
+  if config.task.startswith('atari:'):
+    # Store the screen as the game draws it: the video model and the reward mask the score
+    # region themselves when data.mask_score, so one store serves both sides of that ablation.
+    env_kwargs['mask_score'] = False
+  env_kwargs = tuple(sorted(env_kwargs.items()))
   groups = [('train', cc.policy, noise, cc.train_episodes) for noise in cc.train_noise_levels]
   groups += [('test', cc.policy, noise, cc.test_episodes) for noise in cc.test_noise_levels]
   groups.append(('test', 'random', 1.0, cc.random_test_episodes))
@@ -104,7 +135,8 @@ def plan_jobs(config, store: EpisodeStore) -> list[EpisodeJob]:
           task=config.task, split=split, policy=policy, noise=0.0 if tag == 'random' else noise,
           index=index, seed=episode_seed(config.seed, split, policy, noise, index),
           path=str(store.path(config.task, split, name)), env_kwargs=env_kwargs,
-          loader=loader if policy == cc.policy else None))
+          loader=loader if policy == cc.policy else None,
+          max_warmup=int(cc.train_random_steps) if split == 'train' else 0))
   return jobs
 
 
@@ -151,6 +183,8 @@ def run(config, workdir) -> dict:
   Returns {'rows': summary rows, 'new_episodes', 'new_steps', 'steps_per_second'} and writes it to
   `<store root>/<task dir>/collect_summary.json`.
   """
+  from viper_jax import validation
+  validation.validate(config, ['collect'], workdir)
   root = config.collect.root or str(epath.Path(workdir) / 'episodes')
   store = EpisodeStore(root)
   jobs = plan_jobs(config, store)

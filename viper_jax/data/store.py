@@ -52,6 +52,22 @@ class EpisodeStore:
       return []
     return sorted(p for p in directory.iterdir() if p.name.endswith('.npz'))
 
+  def action_repeat(self, tasks: list[str], split: str = 'train') -> int | None:
+    """The action repeat the episodes of `tasks` were recorded at (from their metadata), or None
+    when none of them records it (e.g. imported videos). Mixed values raise ValueError: a video
+    model must learn one frame rate."""
+    values = {}
+    for task in tasks:
+      for path in self.paths(task, split):
+        repeat = episodes_lib.load_episode(path, keys=()).get('action_repeat')
+        if repeat is not None:
+          values.setdefault(int(repeat), str(path))
+    if len(values) > 1:
+      raise ValueError(f'{split} episodes of {tasks} in {self.root} mix action repeats '
+                       f'{sorted(values)} (e.g. {sorted(values.values())[:2]}); a video model '
+                       'needs videos of one frame rate')
+    return next(iter(values), None)
+
   def save(self, episode: dict, split: str, name: str) -> epath.Path:
     return episodes_lib.save_episode(self.path(episode['task'], split, name), episode)
 

@@ -3,7 +3,9 @@
 Scores every test-split episode of the experiment's task with the trained reward model and writes
 `<workdir>/reward/check.json`: per episode the mean reward per step and the true return; the
 Spearman rank correlation between the two; the AUROC of telling expert (noise 0) from random
-episodes by mean reward; and `<workdir>/reward/reward_vs_return.png`.
+episodes by mean reward; and `<workdir>/reward/reward_vs_return.png`. From the same scores it also
+writes the per-step reward shape (`reward/shape.json`, `shape.png`; see shape.py). A model of
+several tasks also gets its conditioning matrix (viper_jax/reward/conditioning.py).
 """
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ import uuid
 import numpy as np
 from etils import epath
 
+from viper_jax import validation
 from viper_jax.data.store import EpisodeStore
-from viper_jax.reward import likelihood
+from viper_jax.reward import likelihood, shape
 from viper_jax.video import train_tokenizer
 
 
@@ -64,7 +67,7 @@ def score_episodes(model: likelihood.RewardModel, store: EpisodeStore, task: str
     lp = np.asarray(model.log_likelihood(episode['image'][None], task_id))[0]
     rows.append(dict(name=path.name, group=episode_group(path.name, episode.get('source', '')),
                      mean_reward=float(lp.mean()), true_return=float(episode['reward'].sum()),
-                     rewards=lp.tolist()))
+                     rewards=lp.tolist(), true_rewards=episode['reward'].tolist()))
   if not rows:
     raise FileNotFoundError(f'no {split} episodes of {task} in {store.root}: run `viper collect`')
   return rows
@@ -109,16 +112,26 @@ def plot(rows: list[dict], summary: dict, path) -> None:
 
 
 def run(config, workdir) -> dict:
+  validation.validate(config, ['reward-check'], workdir)
   root = epath.Path(workdir)
-  model = likelihood.load(root)
+  model = likelihood.load(root, reward_config=config.reward)  # the experiment's reward
   store, _ = train_tokenizer.store_and_tasks(config, root)  # where the model's episodes are
   rows = score_episodes(model, store, config.task)
   summary = summarize(rows)
   result = dict(summary, task=config.task, per_episode=rows)
+  if len(model.task_names) > 1:  # one model of several tasks: each task under each task id
+    from viper_jax.reward import conditioning
+    matrix = conditioning.run(model, store, root)
+    result['conditioning'] = {k: matrix[k] for k in ('tasks', 'matrix', 'diagonal_highest')}
   out = root / 'reward' / 'check.json'
   out.parent.mkdir(parents=True, exist_ok=True)
   temp = out.parent / f'{out.name}.tmp-{uuid.uuid4().hex}'
   temp.write_text(json.dumps(result))
   temp.replace(out)
   plot(rows, summary, root / 'reward' / 'reward_vs_return.png')
+  # The same scores, per step: is the reward graded over the held-out behaviour (shape.py)?
+  viper = np.concatenate([np.asarray(r['rewards'][1:]) for r in rows])
+  true = np.concatenate([np.asarray(r['true_rewards'][1:]) for r in rows])
+  result['shape'] = shape.write(shape.summarize(viper, true), root,
+                                f'{store.root} ({config.task}, test split)')
   return result

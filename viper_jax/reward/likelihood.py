@@ -42,13 +42,11 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from viper_jax import parallel
+from viper_jax import parallel, validation
+from viper_jax.validation import LIKELIHOODS, REDUCTIONS, SCALINGS  # noqa: F401 (public names)
 from viper_jax.envs import score_masks
 from viper_jax.video import presets, train_prior, train_tokenizer, transformer, vqgan
 
-REDUCTIONS = ('sum', 'mean')
-LIKELIHOODS = ('conditional', 'joint')
-SCALINGS = ('none', 'standardize', 'minmax')
 MODES = ('one_pass', 'window')
 STATS_FILE = 'reward/expert_stats.json'
 
@@ -60,18 +58,6 @@ def default_config() -> ml_collections.ConfigDict:
 
 def _reward_cfg(config) -> ml_collections.ConfigDict:
   return config.reward if 'reward' in config else default_config()
-
-
-def _validate_reward_cfg(cfg) -> None:
-  if cfg.reduce not in REDUCTIONS:
-    raise ValueError(f'reward.reduce must be one of {REDUCTIONS}, got {cfg.reduce!r}')
-  if cfg.get('likelihood', 'conditional') not in LIKELIHOODS:
-    raise ValueError(f'reward.likelihood must be one of {LIKELIHOODS}, got {cfg.likelihood!r}')
-  if cfg.scale not in SCALINGS:
-    raise ValueError(f'reward.scale must be one of {SCALINGS}, got {cfg.scale!r}')
-  if cfg.chunk_frames < 1 or cfg.encode_batch < 1 or cfg.window_batch < 1:
-    raise ValueError('reward.chunk_frames, reward.encode_batch and reward.window_batch must be '
-                     f'>= 1, got {cfg.chunk_frames}, {cfg.encode_batch}, {cfg.window_batch}')
 
 
 def task_names(config) -> list[str]:
@@ -100,7 +86,7 @@ class _Modules:
 
 def _modules(config) -> _Modules:
   rcfg = _reward_cfg(config)
-  _validate_reward_cfg(rcfg)
+  validation.check_reward({'reward': rcfg})
   tasks = task_names(config)
   size = tuple(int(s) for s in config.env.size)
   masks = None
@@ -110,7 +96,7 @@ def _modules(config) -> _Modules:
       tokenizer=vqgan.VQGAN.from_config(config.tokenizer),
       prior=train_prior.build_prior(config, len(tasks)),
       image_size=size, frame_skip=int(config.prior.frame_skip), reduce=rcfg.reduce,
-      joint=rcfg.get('likelihood', 'conditional') == 'joint', scale=rcfg.scale, chunk_frames=int(rcfg.chunk_frames), encode_batch=int(rcfg.encode_batch),
+      joint=rcfg.likelihood == 'joint', scale=rcfg.scale, chunk_frames=int(rcfg.chunk_frames), encode_batch=int(rcfg.encode_batch),
       window_batch=int(rcfg.window_batch), score_masks=masks)
 
 
@@ -336,10 +322,14 @@ class RewardModel:
   """A frozen tokenizer + prior with its config: the VIPER reward for whole trajectories.
 
   Attributes: config (ConfigDict: task, env, data, tokenizer, prior, reward sections), params
-  (see `log_likelihood_fn`), task_names (task id -> name), checkpoint (dir or None).
+  (see `log_likelihood_fn`), task_names (task id -> name), checkpoint (dir or None),
+  action_repeat (environment steps per frame of the training videos; None if unrecorded) and
+  frame_skip (the model sees every frame_skip-th frame): an agent's frames must come at the same
+  action repeat for the scores to mean what they meant in training.
   """
 
-  def __init__(self, config, params, checkpoint: str | None = None, mesh=None):
+  def __init__(self, config, params, checkpoint: str | None = None, mesh=None,
+               action_repeat: int | None = None):
     """mesh: a `jax.sharding.Mesh` with a 'data' axis (see viper_jax.parallel) to split the batch
     over; params are replicated on it. Multi-host: every host passes its own rows and gets their
     scores back. None: one device."""
@@ -347,6 +337,7 @@ class RewardModel:
     self.task_names = task_names(config)
     self.checkpoint = checkpoint
     self.mesh = mesh
+    self.action_repeat = action_repeat
     self._m = _modules(config)
     self.params = params if mesh is None else parallel.put_replicated(params, mesh)
     self._sharded = {}
@@ -368,6 +359,10 @@ class RewardModel:
   @property
   def context(self) -> int:
     return self.config.prior.context
+
+  @property
+  def frame_skip(self) -> int:
+    return int(self.config.prior.frame_skip)
 
   def task_id(self, name: str) -> int:
     """Task id of a task name ('dmc:cartpole-swingup')."""
@@ -398,10 +393,6 @@ class RewardModel:
 
   def _sharded_call(self, frames, task_ids, mode):
     """The batch split over the mesh's 'data' axis; rows are independent, so no communication."""
-    local = jax.local_device_count() if jax.process_count() > 1 else self.mesh.size
-    if frames.shape[0] % local:
-      raise ValueError(f'batch of {frames.shape[0]} trajectories must be divisible by the '
-                       f'{local} devices of the mesh on this host')
     if mode not in self._sharded:
       data, replicated = parallel.data_sharding(self.mesh), parallel.replicated(self.mesh)
       fn = functools.partial(_log_likelihood, self._m, mode=mode)
@@ -409,12 +400,13 @@ class RewardModel:
                                     out_shardings=data)
     # Unconditioned models ignore ids (and task 0's score mask is the only one): zeros are exact.
     ids = task_ids if task_ids is not None else jnp.zeros((frames.shape[0],), jnp.int32)
-    frames, ids = parallel.put_batch((np.asarray(frames), np.asarray(ids)), self.mesh)
-    out = self._sharded[mode](self.params, frames, ids)
+    rows = frames.shape[0]  # padded to a multiple of this host's devices, padding dropped below
+    (frames, ids), _ = parallel.pad_rows((np.asarray(frames), np.asarray(ids)), self.mesh)
+    out = self._sharded[mode](self.params, *parallel.put_batch((frames, ids), self.mesh))
     if jax.process_count() == 1:
-      return out
+      return out if out.shape[0] == rows else out[:rows]
     shards = sorted(out.addressable_shards, key=lambda s: s.index[0].start)
-    return np.concatenate([np.asarray(s.data) for s in shards])  # this host's rows (numpy)
+    return np.concatenate([np.asarray(s.data) for s in shards])[:rows]  # this host's rows
 
   def init_stream(self, batch_size: int, task_ids=None) -> dict[str, Any]:
     """Streaming state for batch_size trajectories that start now (their first frame next)."""
@@ -473,18 +465,20 @@ def load(checkpoint_dir, reward_config=None, mesh=None) -> RewardModel:
       config.reward = default_config()
   tok_cfg, tok_params, tok_stats, _ = train_tokenizer.load(root, config.tokenizer)
   checkpointer = checkpoint.Checkpointer(root / 'prior' / 'checkpoints')
-  step = checkpointer.latest_step()
+
+  def template(meta):
+    tasks = meta.get('tasks')
+    if tasks and list(tasks) != task_names(config):
+      with config.unlocked():
+        config.data.tasks = tuple(tasks)  # the store's tasks at training time, in id order
+    prior = train_prior.build_prior(config, len(task_names(config)))
+    return train_prior.init_state(prior, config.prior.train, jax.random.key(0),
+                                  config.prior.train.window)
+
+  state, meta, step = checkpointer.restore_latest(template)
+  checkpointer.close()
   if step is None:
     raise FileNotFoundError(f'no prior checkpoint in {root / "prior" / "checkpoints"}')
-  tasks = checkpointer.restore_meta(step).get('tasks')
-  if tasks and list(tasks) != task_names(config):
-    with config.unlocked():
-      config.data.tasks = tuple(tasks)  # the store's tasks at training time, in id order
-  prior = train_prior.build_prior(config, len(task_names(config)))
-  template = train_prior.init_state(prior, config.prior.train, jax.random.key(0),
-                                    config.prior.train.window)
-  state, _ = checkpointer.restore(step, template)
-  checkpointer.close()
   use_ema = config.prior.train.ema_decay > 0
   params = {'tokenizer': {'params': tok_params, 'vq_stats': tok_stats},
             'prior': state['ema_params'] if use_ema else state['params']}
@@ -492,4 +486,5 @@ def load(checkpoint_dir, reward_config=None, mesh=None) -> RewardModel:
   if stats_path.exists():
     stats = json.loads(stats_path.read_text())
     params['stats'] = {k: jnp.float32(stats[k]) for k in ('mean', 'std', 'min', 'max')}
-  return RewardModel(config, params, checkpoint=str(root), mesh=mesh)
+  return RewardModel(config, params, checkpoint=str(root), mesh=mesh,
+                     action_repeat=meta.get('action_repeat'))

@@ -54,8 +54,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from viper_jax.video import presets, transformer
-from viper_jax.video.transformer import AdaLayerNorm, _attend, _rope
+from viper_jax.video import attention, presets, transformer
+from viper_jax.video.attention import masked_attention as _attend
+from viper_jax.video.transformer import AdaLayerNorm, _rope
 
 
 def _two_stream_attention(q, k, v, context: int, rope_base: float):
@@ -84,6 +85,32 @@ def _two_stream_attention(q, k, v, context: int, rope_base: float):
   return out.transpose(0, 1, 3, 2, 4)
 
 
+def _fused_two_stream_attention(q, k, v, context: int, rope_base: float, implementation: str):
+  """`_two_stream_attention` through `attention.fused_attention`: q, k, v [B, T, 2N, H, d] -> same.
+
+  One block per frame: its 2N queries against its own query tokens (slot 0) and then its clean
+  window newest first (slot r: frame t - r + 1), so that the front padding comes last, where
+  the per-frame key count cuts it, and one static [2N, (W + 1) N] mask serves every frame.
+  """
+  b, t, n2, h, d = q.shape
+  n, w = n2 // 2, min(context, t)
+  pad = ((0, 0), (w - 1, 0), (0, 0), (0, 0), (0, 0))
+  frames = np.arange(t)[:, None] + (w - 1 - np.arange(w))[None]  # [T, W] padded, newest first
+  clean_k, clean_v = (jnp.pad(x[:, :, :n], pad)[:, frames] for x in (k, v))  # [B, T, W, N, H, d]
+  kb = jnp.concatenate([k[:, :, None, n:], clean_k], axis=2)  # [B, T, W + 1, N, H, d]
+  vb = jnp.concatenate([v[:, :, None, n:], clean_v], axis=2)
+  kb = _rope(kb, -np.maximum(np.arange(w + 1) - 1, 0.0)[:, None, None], rope_base)
+  slot = np.arange(w + 1)
+  sees = np.concatenate([np.broadcast_to(slot >= 1, (n, w + 1)),  # clean: frames t - W + 1 .. t
+                         np.broadcast_to(slot != 1, (n, w + 1))])  # query: own frame, < t
+  mask = np.repeat(sees, n, axis=1)  # [2N, (W + 1) N]
+  lengths = jnp.asarray(np.tile((1 + np.minimum(np.arange(t) + 1, w)) * n, b), jnp.int32)
+  out = attention.fused_attention(
+      q.reshape(b * t, n2, h, d), kb.reshape(b * t, (w + 1) * n, h, d),
+      vb.reshape(b * t, (w + 1) * n, h, d), mask, lengths, implementation=implementation)
+  return out.reshape(b, t, n2, h, d)
+
+
 class MaskGITBlock(transformer.Block):
   """transformer.Block (pre-LN attention + MLP, AdaLN, dropout) with two-stream attention."""
 
@@ -91,7 +118,11 @@ class MaskGITBlock(transformer.Block):
     """x [B, T, 2N, D] (clean then query tokens of each frame) -> [B, T, 2N, D]."""
     b, t, n2, _ = x.shape
     q, k, v = self._qkv(x, task)  # [B, T, 2N, H, d]
-    a = _two_stream_attention(q, k, v, self.context, self.rope_base).reshape(b, t, n2, self.width)
+    if self.attention == 'reference':
+      a = _two_stream_attention(q, k, v, self.context, self.rope_base)
+    else:
+      a = _fused_two_stream_attention(q, k, v, self.context, self.rope_base, self.attention)
+    a = a.reshape(b, t, n2, self.width)
     x = x + self.drop(self.attn_out(a), deterministic=not train)
     return self._mlp(x, task, train)
 
@@ -114,6 +145,7 @@ class MaskGITPrior(nn.Module):
   rope_base: float = 10_000.0
   dtype: Any = jnp.float32
   min_mask_ratio: float = 0.0  # training: mask ratio = max(min_mask_ratio, cos(u * pi / 2))
+  attention: str = 'auto'  # see viper_jax/video/attention.py (config field prior.attention)
 
   @classmethod
   def from_config(cls, cfg, vocab_size: int, tokens_per_frame: int) -> 'MaskGITPrior':
@@ -126,7 +158,8 @@ class MaskGITPrior(nn.Module):
                num_layers=base.num_layers, width=base.width, num_heads=base.num_heads,
                mlp_dim=base.mlp_dim, dropout=base.dropout, context=base.context,
                task_conditioning=base.task_conditioning, num_tasks=base.num_tasks,
-               rope_base=base.rope_base, dtype=base.dtype, min_mask_ratio=ratio)
+               rope_base=base.rope_base, dtype=base.dtype, min_mask_ratio=ratio,
+               attention=base.attention)
 
   @property
   def mask_id(self) -> int:
@@ -145,10 +178,11 @@ class MaskGITPrior(nn.Module):
         MaskGITBlock(width=self.width, num_heads=self.num_heads, mlp_dim=self.mlp_dim,
                      dropout=self.dropout, context=self.context,
                      tokens_per_frame=self.tokens_per_frame, rope_base=self.rope_base,
-                     num_tasks=num_tasks, dtype=self.dtype, name=f'block{i}')
+                     num_tasks=num_tasks, dtype=self.dtype,
+                     attention=attention.resolve(self.attention, self.dtype), name=f'block{i}')
         for i in range(self.num_layers)]
-    self.final_norm = AdaLayerNorm(num_tasks, self.dtype)
-    self.head = nn.Dense(self.vocab_size, dtype=self.dtype)
+    self.final_norm = AdaLayerNorm(num_tasks, jnp.float32)  # float32 logits (transformer.py)
+    self.head = nn.Dense(self.vocab_size, dtype=jnp.float32)
     self.embed_drop = nn.Dropout(self.dropout)
 
   def __call__(self, codes: jax.Array, task_ids: jax.Array | None = None, train: bool = False,
@@ -199,7 +233,8 @@ def random_mask(key: jax.Array, shape: tuple[int, int, int],
 
 def maskgit_loss(prior: MaskGITPrior, params, batch, key: jax.Array,
                  train: bool = False) -> jax.Array:
-  """Mean cross-entropy (nats) over the masked codes of batch {'codes' [B,T,N], 'task_id' [B]}."""
+  """Mean cross-entropy (nats) over the masked codes of batch {'codes' [B,T,N], 'task_id' [B]}
+  (and the rows of optional batch['weight'] [B] that are > 0)."""
   codes = batch['codes']
   mask_key, dropout_key = jax.random.split(key)
   mask = random_mask(mask_key, codes.shape, prior.min_mask_ratio)
@@ -207,6 +242,8 @@ def maskgit_loss(prior: MaskGITPrior, params, batch, key: jax.Array,
                        rngs={'dropout': dropout_key} if train else None)
   logp = jax.nn.log_softmax(logits, axis=-1)
   token_lp = jnp.take_along_axis(logp, codes[..., None], axis=-1)[..., 0]
+  if 'weight' in batch:  # padding rows (weight 0) drop out
+    mask = mask & (batch['weight'] > 0)[:, None, None]
   return -jnp.sum(jnp.where(mask, token_lp, 0.0)) / jnp.sum(mask)
 
 

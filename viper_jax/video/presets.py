@@ -82,6 +82,9 @@ def prior(size: str = 'dmc') -> ml_collections.ConfigDict:
   c.num_tasks = 1  # set from the data (number of tasks in the episode store)
   c.rope_base = 10_000.0
   c.dtype = 'auto'  # 'auto': bfloat16 on accelerators, float32 on CPU
+  # Attention kernels (video/attention.py): 'auto' (CPU: 'reference', GPU: 'cudnn', TPU: 'splash')
+  # | 'reference' | 'xla' | 'cudnn' | 'splash'. Speed only: every one gives the same numbers.
+  c.attention = 'auto'
   # kind 'maskgit' only: training mask ratio = max(this, cos(u * pi / 2)), u ~ U(0, 1).
   c.maskgit_min_mask_ratio = 0.0
   c.train = ml_collections.ConfigDict()

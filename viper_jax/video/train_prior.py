@@ -16,7 +16,7 @@ import numpy as np
 import optax
 from etils import epath
 
-from viper_jax import configs, parallel
+from viper_jax import parallel, validation
 from viper_jax.data import loaders
 from viper_jax.metrics import save_video
 from viper_jax.video import maskgit, token_cache, train_tokenizer, training, transformer, vqgan
@@ -28,19 +28,14 @@ def grid_shape(tokenizer_cfg, image_size) -> tuple[int, int]:
   return image_size[0] // factor, image_size[1] // factor
 
 
-PRIOR_KINDS = ('ar', 'maskgit')
-
-
 def build_prior(config, num_tasks: int) -> transformer.VideoPrior | maskgit.MaskGITPrior:
   """The prior module of `config.prior.kind`: 'ar' (VideoPrior) or 'maskgit' (MaskGITPrior)."""
   h, w = grid_shape(config.tokenizer, config.env.size)
   cfg = config.prior.copy_and_resolve_references()
   with cfg.unlocked():
     cfg.num_tasks = max(1, num_tasks)
-  kind = cfg.get('kind', 'ar')  # configs saved before `kind` existed are AR
-  if kind not in PRIOR_KINDS:
-    raise configs.ConfigError(f'prior.kind must be one of {PRIOR_KINDS}, got {kind!r}')
-  module = maskgit.MaskGITPrior if kind == 'maskgit' else transformer.VideoPrior
+  validation.one_of(config, 'prior.kind', validation.PRIOR_KINDS)
+  module = maskgit.MaskGITPrior if cfg.kind == 'maskgit' else transformer.VideoPrior
   return module.from_config(cfg, config.tokenizer.codebook_size, h * w)
 
 
@@ -56,6 +51,8 @@ def init_state(prior: transformer.VideoPrior, train_cfg, key, window: int) -> di
 def nll_per_token(prior, params, batch, train: bool = False, key=None) -> jax.Array:
   """Mean negative log-likelihood (nats) per code of batch {'codes' [B,T,N], 'task_id' [B]}.
 
+  An optional batch['weight'] float32 [B] (0: a padding row, see `pad_batch`) weights the rows.
+
   A MaskGIT prior trains on its masked-token loss (`maskgit.maskgit_loss`, key also draws the
   masks); evaluated (train=False) it gives its scoring NLL (every frame from the past only).
   """
@@ -65,7 +62,17 @@ def nll_per_token(prior, params, batch, train: bool = False, key=None) -> jax.Ar
   logits = prior.apply({'params': params}, batch['codes'], batch['task_id'], train=train,
                        rngs=rngs)
   logp = jax.nn.log_softmax(logits, axis=-1)
-  return -jnp.mean(jnp.take_along_axis(logp, batch['codes'][..., None], -1))
+  token_lp = jnp.take_along_axis(logp, batch['codes'][..., None], -1)[..., 0]  # [B, T, N]
+  if 'weight' not in batch:
+    return -jnp.mean(token_lp)
+  return -jnp.sum(token_lp.mean((1, 2)) * batch['weight']) / jnp.sum(batch['weight'])
+
+
+def pad_batch(batch: dict, mesh) -> dict:
+  """This host's batch padded to a multiple of its devices, with 'weight' marking the real rows:
+  a batch of any size trains as it would on one device."""
+  batch, weight = parallel.pad_rows(batch, mesh)
+  return dict(batch, weight=weight)
 
 
 def make_train_step(prior, train_cfg):
@@ -85,24 +92,15 @@ def make_train_step(prior, train_cfg):
   return train_step
 
 
-def validate_config(config) -> None:
-  train_tokenizer.validate_config(config)
-  p = config.prior
-  if p.context < 1 or p.frame_skip < 1 or p.train.window < 1:
-    raise configs.ConfigError(f'prior.context ({p.context}), prior.frame_skip ({p.frame_skip}) '
-                              f'and prior.train.window ({p.train.window}) must be >= 1')
-
-
 def run(config, workdir, stop_after: int | None = None) -> dict:
   """Builds the token cache, trains (or resumes) the prior; returns validation figures."""
-  validate_config(config)
+  validation.validate(config, ['train-prior'], workdir)
   pcfg, tcfg = config.prior, config.prior.train
   workdir = epath.Path(workdir)
   out = workdir / 'prior'
   out.mkdir(parents=True, exist_ok=True)
   (out / 'config.json').write_text(config.to_json_best_effort(indent=2))
   mesh = parallel.make_mesh()
-  parallel.check_batch_divisible(tcfg.batch_size, mesh, 'prior.train.batch_size')
   store, tasks = train_tokenizer.store_and_tasks(config, workdir)
 
   # Tokenize every episode once with the trained tokenizer (rebuilt if the tokenizer changed).
@@ -157,11 +155,14 @@ def run(config, workdir, stop_after: int | None = None) -> dict:
 
   state = training.train_loop(
       name='prior', workdir=out, state=state, step_fn=step_fn,
-      batch_fn=lambda step: batches[step], steps=tcfg.steps, seed=tcfg.seed,
+      batch_fn=lambda step: pad_batch(batches[step], mesh), steps=tcfg.steps, seed=tcfg.seed,
       log_every=tcfg.log_every, checkpoint_every=tcfg.checkpoint_every,
       keep_checkpoints=tcfg.keep_checkpoints, mesh=mesh,
       hooks=[(tcfg.eval_every, evaluate), (tcfg.sample_every, samples)],
-      meta={'tasks': tasks, 'tokenizer': fingerprint}, stop_after=stop_after)
+      meta={'tasks': tasks, 'tokenizer': fingerprint, 'frame_skip': int(pcfg.frame_skip),
+            # the frame rate of the training videos: the reward refuses an agent at another one
+            'action_repeat': store.action_repeat(tasks)},
+      stop_after=stop_after)
   if 'val_bits_per_token' not in result:
     evaluate(state, int(state['step']))
   (out / 'result.json').write_text(json.dumps(result))

@@ -23,6 +23,8 @@ Two equivalent evaluation paths:
     linear in T: a 1000-frame episode never builds an L x L mask. Two implementations with the
     same numbers: one vectorised einsum over gathered key windows (GPU/TPU), and a cache-blocked
     lax.map loop (CPU, where memory bandwidth is the limit); `attention_frames_per_step` picks.
+    With a fused `attention` ('xla', 'cudnn', 'splash'; see attention.py, config prior.attention)
+    the window is cut into query blocks with their key slabs and goes through one kernel call.
   * `VideoPrior.init_cache` / `VideoPrior.extend`: per-layer ring-buffer KV caches of context * N
     slots; `extend` consumes the next K slots' input tokens (K = 1 for sampling, K = N for
     streaming a frame at a time) and gives the same logits as the one-pass forward.
@@ -41,10 +43,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from viper_jax.video import presets
+from viper_jax.video import attention, presets
+from viper_jax.video.attention import masked_attention as _attend
 
 BOS = -1  # input token id of slot 0 (begin of sequence); `input_tokens` puts it there
-_NEG = -1e30  # masked attention score; finite so that masked-out entries never produce NaN
 
 
 def input_tokens(codes: jax.Array) -> jax.Array:
@@ -72,24 +74,6 @@ def _rope(x: jax.Array, times: jax.Array, base: float) -> jax.Array:
   return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1).astype(x.dtype)
 
 
-def _attend(q, k, v, masks, key_frames: int = 1):
-  """Masked softmax attention. q: [..., Q, d]; k, v: [..., S, d] -> [..., Q, d].
-
-  masks: bool arrays, each broadcastable to the scores viewed as [..., Q, key_frames, S /
-  key_frames]; a key is seen where all are true. Viewing the keys as frames lets callers pass
-  small factors of the mask, which XLA broadcasts inside the select instead of materialising.
-  """
-  d = q.shape[-1]
-  scores = jnp.einsum('...qd,...kd->...qk', q * (d ** -0.5), k,
-                      preferred_element_type=jnp.float32)
-  framed = scores.reshape(scores.shape[:-1] + (key_frames, -1))
-  for mask in masks:
-    framed = jnp.where(mask, framed, _NEG)
-  scores = framed.reshape(scores.shape)
-  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-  return jnp.einsum('...qk,...kd->...qd', probs, v)
-
-
 def _window_attention(q, k, v, context: int, rope_base: float, frames_per_step: int = 0):
   """Block-causal attention with a window of `context` frames, linear in T.
 
@@ -111,7 +95,8 @@ def _window_attention(q, k, v, context: int, rope_base: float, frames_per_step: 
   # rotate by their frame offset from the query (<= 0), queries stay as they are.
   kw = jnp.stack([k[:, j:j + t] for j in range(w)], axis=3)
   vw = jnp.stack([v[:, j:j + t] for j in range(w)], axis=3)
-  kw = _rope(kw, np.arange(w)[:, None] - (w - 1.0), rope_base)
+  # In float32, as in _blocked_window_attention.
+  kw = _rope(kw.astype(jnp.float32), np.arange(w)[:, None] - (w - 1.0), rope_base)
   # Mask factors: [T, W] window frame is not front padding; [N, W, N] earlier frame, or the
   # query's own frame and raster-causal. Never multiplied out to [T, N, W, N].
   frame_ok = np.arange(t)[:, None] + np.arange(w)[None] >= w - 1
@@ -154,9 +139,10 @@ def _blocked_window_attention(q, k, v, context: int, rope_base: float, frames_pe
     qs = jax.lax.dynamic_slice_in_dim(q_row, first, c, axis=1)
     ks = jax.lax.dynamic_slice_in_dim(k_row, key0, slab, axis=1)
     vs = jax.lax.dynamic_slice_in_dim(v_row, key0, slab, axis=1)
-    # RoPE with the origin at the slab's first frame.
-    qs = _rope(qs, (first - key0 + np.arange(c))[:, None], rope_base)
-    ks = _rope(ks, np.arange(slab)[:, None], rope_base)
+    # RoPE with the origin at the slab's first frame, kept in float32: rounded to bfloat16 the
+    # rotated values would depend on the origin, and so differ from the other paths' roundings.
+    qs = _rope(qs.astype(jnp.float32), (first - key0 + np.arange(c))[:, None], rope_base)
+    ks = _rope(ks.astype(jnp.float32), np.arange(slab)[:, None], rope_base)
     dist = (first - key0) + np.arange(c)[:, None] - np.arange(slab)[None]  # [c, slab] frames
     visible = ((dist > 0) & (dist < context))[:, None, :, None] | ((dist == 0)[:, None, :, None] & tri)
     out = _attend(qs.reshape(h, c * n, d), ks.reshape(h, slab * n, d), vs.reshape(h, slab * n, d),
@@ -176,20 +162,72 @@ def _blocked_window_attention(q, k, v, context: int, rope_base: float, frames_pe
   return out.transpose(0, 2, 3, 1, 4)
 
 
+def _fused_window_attention(q, k, v, context: int, rope_base: float, frames_per_block: int,
+                            implementation: str):
+  """`_window_attention` through `attention.fused_attention`. q, k, v: [B, T, N, H, d] -> same.
+
+  Query frames go in blocks of c = frames_per_block; block s (frames s*c .. s*c + c - 1) attends
+  to the slab of c + W - 1 key frames ending at its last frame, stored newest first: the frames
+  before frame 0 (front padding) then come last, where the per-block key count cuts them, and one
+  static [c * N, slab * N] mask serves every block. RoPE origin: the block's first query frame.
+  """
+  b, t, n, h, d = q.shape
+  w, c = min(context, t), min(frames_per_block, t)
+  tp = -(-t // c) * c
+  steps, slab = tp // c, c + w - 1
+  q = _rope(jnp.pad(q, ((0, 0), (0, tp - t), (0, 0), (0, 0), (0, 0))).reshape(b, steps, c, n, h, d),
+            np.arange(c)[:, None, None], rope_base)
+  pad = ((0, 0), (w - 1, tp - t), (0, 0), (0, 0), (0, 0))
+  newest_first = slab - 1 - np.arange(slab)  # slot r holds slab frame slab - 1 - r (time order)
+  frames = np.arange(steps)[:, None] * c + newest_first[None]  # [steps, slab] padded frame ids
+  offset = newest_first - (w - 1)  # frame offset of slot r from the block's first query frame
+  kb, vb = (jnp.pad(x, pad)[:, frames] for x in (k, v))  # [B, steps, slab, N, H, d]
+  kb = _rope(kb, offset[:, None, None], rope_base)
+  dist = np.arange(c)[:, None] - offset[None]  # [c, slab] query frame minus key frame
+  tri = np.tri(n, dtype=bool)[:, None, :]  # [N, 1, N] raster-causal within a frame
+  mask = (((dist > 0) & (dist < context))[:, None, :, None]
+          | ((dist == 0)[:, None, :, None] & tri)).reshape(c * n, slab * n)
+  first_real = np.maximum(0, w - 1 - np.arange(steps) * c)  # time-order slab index of frame 0
+  lengths = jnp.asarray(np.tile((slab - first_real) * n, b), jnp.int32)  # [B * steps]
+  out = attention.fused_attention(
+      q.reshape(b * steps, c * n, h, d), kb.reshape(b * steps, slab * n, h, d),
+      vb.reshape(b * steps, slab * n, h, d), mask, lengths, implementation=implementation)
+  return out.reshape(b, tp, n, h, d)[:, :t]
+
+
 def _cached_attention(q, k, v, q_slots, k_slots, tokens_per_frame: int, context: int,
-                      rope_base: float) -> jax.Array:
+                      rope_base: float, implementation: str = 'reference') -> jax.Array:
   """Attention of K new queries over cached + new keys.
 
-  q: [B, H, K, d]; k, v: [B, H, S + K, d] (the ring buffer followed by the K new entries);
-  q_slots int32 [K], k_slots int32 [S + K] absolute slot ids (-1: empty). Returns [B, H, K, d].
+  q: [B, K, H, d]; k, v: [B, S + K, H, d] (the ring buffer followed by the K new entries);
+  q_slots int32 [K], k_slots int32 [S + K] absolute slot ids (-1: empty). Returns [B, K, H, d].
+  The mask depends on the slots (traced), so 'splash' runs as 'xla' here.
   """
   fq, fk = q_slots // tokens_per_frame, k_slots // tokens_per_frame
   origin = fq[0]  # any origin works: scores depend on fk - fq only
-  q = _rope(q, fq - origin, rope_base)
-  k = _rope(k, fk - origin, rope_base)
+  if implementation == 'reference':  # rotated in float32, as the reference one-pass paths do
+    q, k = q.astype(jnp.float32), k.astype(jnp.float32)
+  q = _rope(q, (fq - origin)[:, None], rope_base)
+  k = _rope(k, (fk - origin)[:, None], rope_base)
   mask = ((k_slots[None] >= 0) & (k_slots[None] <= q_slots[:, None])
           & (fk[None] > fq[:, None] - context))
-  return _attend(q, k, v, [mask[:, None, :]])
+  return attention.fused_attention(q, k, v, mask, implementation=implementation)
+
+
+def _frames_per_step(requested: int | None, implementation: str, tokens_per_frame: int,
+                     exact_rope: bool) -> int:
+  """Query frames per attention step (see VideoPrior.attention_frames_per_step).
+
+  Fused blocks of one query frame rotate every key by its offset from the query frame and leave
+  the queries as they are, like the streaming path; in bfloat16 (exact_rope False) that keeps
+  one pass, chunks and streaming rounding the same values. Longer blocks, for float32 only, give
+  the kernels at least 128 queries per block.
+  """
+  if implementation != 'reference':
+    return requested or (-(-128 // tokens_per_frame) if exact_rope else 1)
+  if requested is None:
+    return 2 if jax.default_backend() == 'cpu' else 0
+  return requested
 
 
 class AdaLayerNorm(nn.Module):
@@ -232,7 +270,8 @@ class Block(nn.Module):
   rope_base: float
   num_tasks: int
   dtype: Any
-  frames_per_step: int = 0  # see _window_attention
+  frames_per_step: int = 0  # see _window_attention ('reference') / _fused_window_attention
+  attention: str = 'reference'  # an attention.IMPLEMENTATIONS name other than 'auto'
 
   def setup(self):
     dense = functools.partial(nn.Dense, dtype=self.dtype)
@@ -258,17 +297,26 @@ class Block(nn.Module):
     """x [B, T, N, D] -> [B, T, N, D], all frames at once."""
     b, t, n, _ = x.shape
     q, k, v = self._qkv(x, task)  # [B, T, N, H, d]
-    a = _window_attention(q, k, v, self.context, self.rope_base, self.frames_per_step)
+    if self.attention == 'reference':
+      a = _window_attention(q, k, v, self.context, self.rope_base, self.frames_per_step)
+    else:
+      a = _fused_window_attention(q, k, v, self.context, self.rope_base, self.frames_per_step,
+                                  self.attention)
     a = a.reshape(b, t, n, self.width)
     x = x + self.drop(self.attn_out(a), deterministic=not train)
     return self._mlp(x, task, train)
 
   def extend(self, x, k_cache, v_cache, q_slots, k_slots, task):
-    """x [B, K, D]; caches [B, H, S, d] -> (x [B, K, D], new k [B, H, K, d], new v [B, H, K, d])."""
-    q, k, v = (a.transpose(0, 2, 1, 3) for a in self._qkv(x, task))  # [B, H, K, d]
-    a = _cached_attention(q, jnp.concatenate([k_cache, k], 2), jnp.concatenate([v_cache, v], 2),
-                          q_slots, k_slots, self.tokens_per_frame, self.context, self.rope_base)
-    x = x + self.attn_out(a.transpose(0, 2, 1, 3).reshape(x.shape[:-1] + (self.width,)))
+    """x [B, K, D]; caches [B, S, H, d] -> (x [B, K, D], new k [B, K, H, d], new v [B, K, H, d]).
+
+    The new keys and values are cast to the caches' dtype before they are used, so a step sees
+    exactly what later steps will read back from the cache."""
+    q, k, v = self._qkv(x, task)  # [B, K, H, d]
+    k, v = k.astype(k_cache.dtype), v.astype(v_cache.dtype)
+    a = _cached_attention(q, jnp.concatenate([k_cache, k], 1), jnp.concatenate([v_cache, v], 1),
+                          q_slots, k_slots, self.tokens_per_frame, self.context, self.rope_base,
+                          self.attention)
+    x = x + self.attn_out(a.reshape(x.shape[:-1] + (self.width,)))
     return self._mlp(x, task, False), k, v
 
 
@@ -290,8 +338,10 @@ class VideoPrior(nn.Module):
   rope_base: float = 10_000.0
   dtype: Any = jnp.float32
   # Query frames per step of the cache-blocked attention loop (see `_window_attention`); 0: one
-  # vectorised pass; None: 2 on CPU, 0 on GPU/TPU. Changes speed only, never the numbers.
+  # vectorised pass; None: 2 on CPU, 0 on GPU/TPU. With a fused `attention`, query frames per
+  # block (None or 0: enough frames for 128 queries). Changes speed only, never the numbers.
   attention_frames_per_step: int | None = None
+  attention: str = 'auto'  # see viper_jax/video/attention.py (config field prior.attention)
 
   @classmethod
   def from_config(cls, cfg, vocab_size: int, tokens_per_frame: int) -> 'VideoPrior':
@@ -304,7 +354,9 @@ class VideoPrior(nn.Module):
                num_layers=cfg.num_layers, width=cfg.width, num_heads=cfg.num_heads,
                mlp_dim=cfg.mlp_dim, dropout=cfg.dropout, context=cfg.context,
                task_conditioning=cfg.task_conditioning, num_tasks=cfg.num_tasks,
-               rope_base=float(cfg.rope_base), dtype=presets.compute_dtype(cfg.dtype))
+               rope_base=float(cfg.rope_base), dtype=presets.compute_dtype(cfg.dtype),
+               attention=attention.resolve(cfg.get('attention', 'auto'),
+                                           presets.compute_dtype(cfg.dtype)))
 
   def setup(self):
     embed_init = nn.initializers.normal(0.02)
@@ -314,16 +366,18 @@ class VideoPrior(nn.Module):
     self.spatial_embed = self.param('spatial_embed', embed_init,
                                     (self.tokens_per_frame, self.width))
     num_tasks = self.num_tasks if self.task_conditioning else 0
-    frames_per_step = self.attention_frames_per_step
-    if frames_per_step is None:
-      frames_per_step = 2 if jax.default_backend() == 'cpu' else 0
+    impl = attention.resolve(self.attention, self.dtype)
     self.blocks = [
         Block(self.width, self.num_heads, self.mlp_dim, self.dropout, self.context,
-              self.tokens_per_frame, self.rope_base, num_tasks, self.dtype, frames_per_step,
-              name=f'block{i}')
+              self.tokens_per_frame, self.rope_base, num_tasks, self.dtype,
+              _frames_per_step(self.attention_frames_per_step, impl, self.tokens_per_frame,
+                               jnp.dtype(self.dtype) == jnp.float32),
+              impl, name=f'block{i}')
         for i in range(self.num_layers)]
-    self.final_norm = AdaLayerNorm(num_tasks, self.dtype)
-    self.head = nn.Dense(self.vocab_size, dtype=self.dtype)
+    # The final norm and the head compute in float32: bfloat16 logits would round by up to 1/256
+    # of their size, far more than the evaluation paths differ by otherwise.
+    self.final_norm = AdaLayerNorm(num_tasks, jnp.float32)
+    self.head = nn.Dense(self.vocab_size, dtype=jnp.float32)
     self.embed_drop = nn.Dropout(self.dropout)
 
   def _embed(self, tokens, spatial_index, train):
@@ -370,12 +424,13 @@ class VideoPrior(nn.Module):
   def init_cache(self, batch_size: int) -> dict[str, jax.Array]:
     """Empty decoding state (needs no params; call on the module directly).
 
-    k, v: [num_layers, B, H, S, d] ring buffers of S = context * N slots (keys stored unrotated);
+    k, v: [num_layers, B, S, H, d] ring buffers of S = context * N slots in the compute dtype
+    (keys stored unrotated);
     slots: int32 [S] absolute slot id held by each buffer entry (-1: empty), shared by the batch;
     index: int32 [] the next slot to process.
     """
     size = self.context * self.tokens_per_frame
-    shape = (self.num_layers, batch_size, self.num_heads, size, self.width // self.num_heads)
+    shape = (self.num_layers, batch_size, size, self.num_heads, self.width // self.num_heads)
     return dict(k=jnp.zeros(shape, self.dtype), v=jnp.zeros(shape, self.dtype),
                 slots=jnp.full((size,), -1, jnp.int32), index=jnp.zeros((), jnp.int32))
 
@@ -401,8 +456,8 @@ class VideoPrior(nn.Module):
     new_k, new_v = [], []
     for i, block in enumerate(self.blocks):
       x, k, v = block.extend(x, cache['k'][i], cache['v'][i], q_slots, k_slots, task)
-      new_k.append(cache['k'][i].at[:, :, ring].set(k[:, :, keep].astype(cache['k'].dtype)))
-      new_v.append(cache['v'][i].at[:, :, ring].set(v[:, :, keep].astype(cache['v'].dtype)))
+      new_k.append(cache['k'][i].at[:, ring].set(k[:, keep]))
+      new_v.append(cache['v'][i].at[:, ring].set(v[:, keep]))
     cache = dict(k=jnp.stack(new_k), v=jnp.stack(new_v),
                  slots=cache['slots'].at[ring].set(q_slots[keep]), index=cache['index'] + k_len)
     return self._logits(x, task), cache

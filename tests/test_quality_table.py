@@ -1,0 +1,138 @@
+"""`viper quality-table` on a tiny two-task store (one DMC, one Atari task): every row finishes, the
+multi-task model's conditioning matrix has one row and column per task, a rerun resumes; and the
+Atari reward ignores the score region exactly when data.mask_score is set."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from viper_jax import cli, configs, quality_table, reward
+from viper_jax.data.store import EpisodeStore
+from viper_jax.envs import score_masks
+
+TASKS = ('dmc:cartpole-balance', 'atari:pong')
+
+TINY = {  # every stage a few steps, 16x16 frames, episodes of 10 agent steps
+    'env.size': (16, 16), 'table.tasks': TASKS, 'table.multitask': TASKS,
+    'table.study_task': 'dmc:cartpole-balance', 'table.study_episodes': (2,),
+    'table.dmc.time_limit': 10, 'table.atari.time_limit': 10,
+    'table.atari.action_repeat': 2,  # one video model needs one frame rate (the multi-task one)
+    'table.dmc.train_episodes': 2, 'table.atari.train_episodes': 2,
+    'table.multitask_tokenizer_steps': 3, 'table.multitask_prior_steps': 3,
+    'collect.test_episodes': 1, 'collect.test_noise_levels': (0.0, 0.5),
+    'collect.random_test_episodes': 1, 'collect.workers': 1,
+    'tokenizer.channels': 8, 'tokenizer.channel_mult': (1, 2), 'tokenizer.codebook_size': 16,
+    'tokenizer.code_dim': 4, 'tokenizer.attention_in_middle': False,
+    'tokenizer.train.steps': 3, 'tokenizer.train.batch_size': 4,
+    'tokenizer.train.image_every': 3, 'tokenizer.train.checkpoint_every': 3,
+    'prior.num_layers': 1, 'prior.width': 16, 'prior.num_heads': 2, 'prior.mlp_dim': 32,
+    'prior.context': 2, 'prior.train.window': 2, 'prior.train.steps': 3,
+    'prior.train.batch_size': 4, 'prior.train.eval_every': 3, 'prior.train.sample_every': 3,
+    'prior.train.checkpoint_every': 3, 'prior.train.log_every': 1,
+}
+
+
+def _format(value, inner=False) -> str:
+  """A config value as a command-line override (strings quoted only inside tuples)."""
+  if isinstance(value, tuple):
+    return '(' + ','.join(_format(v, True) for v in value) + (',)' if len(value) == 1 else ')')
+  return repr(value) if isinstance(value, str) and inner else str(value)
+
+
+@pytest.fixture(scope='module')
+def table(tmp_path_factory):
+  """The tiny table, run once through the `viper quality-table` command."""
+  workdir = tmp_path_factory.mktemp('quality')
+  argv = ['viper', 'quality-table', '--config=experiments/quality.py', f'--workdir={workdir}']
+  argv += [f'--config.{k}={_format(v)}' for k, v in TINY.items()]
+  assert cli.main(argv) == 0
+  return workdir
+
+
+def test_table_rows_and_files(table):
+  rows = json.loads((table / 'quality_table.json').read_text())
+  models = [(r['model'], r['task']) for r in rows]
+  assert models == [('single', TASKS[0]), ('single', TASKS[1]), ('2 expert episodes', TASKS[0]),
+                    ('multitask', TASKS[0]), ('multitask', TASKS[1])]
+  for row in rows:
+    assert row['done'], row
+    assert row['psnr'] is not None and row['val_bits'] is not None and row['seconds'] > 0
+    assert row['train_bits'] is not None and row['auroc'] is not None
+  # The study row with the table's own episode count is the table's row, not a second model.
+  assert rows[2]['workdir'] == rows[0]['workdir']
+  # The multi-task model's episodes are the single-task rows' files, linked, not collected again.
+  for task, single in zip(TASKS, rows[:2]):
+    ours = EpisodeStore(table / 'multitask' / 'episodes').paths(task, 'train')
+    theirs = EpisodeStore(single['workdir'] + '/episodes').paths(task, 'train')
+    assert [p.name for p in ours] == [p.name for p in theirs] and len(ours) == 2
+    assert all(os.path.samefile(a, b) for a, b in zip(ours, theirs))
+  markdown = (table / 'quality_table.md').read_text()
+  assert markdown.count('\n') == 2 + len(rows) and '`atari:pong`' in markdown
+
+
+def test_conditioning_matrix_shape_and_task_names(table):
+  result = json.loads((table / 'multitask' / 'reward' / 'conditioning.json').read_text())
+  assert result['tasks'] == sorted(TASKS)  # task-id order of the trained model
+  matrix = np.array(result['matrix'])
+  assert matrix.shape == (2, 2) and np.isfinite(matrix).all()
+  assert len(result['diagonal_highest']) == 2
+  assert set(result['per_task']) == set(TASKS)
+  assert (table / 'multitask' / 'reward' / 'conditioning.png').stat().st_size > 0
+  check = json.loads((table / 'multitask' / 'reward' / 'check.json').read_text())
+  assert check['conditioning']['matrix'] == result['matrix']
+
+
+def test_rerun_resumes_without_training(table):
+  before = (table / 'quality_table.json').read_text()
+  markers = sorted(table.glob('**/pipeline/*.json'))
+  stamps = [p.stat().st_mtime_ns for p in markers]
+  config = configs.load_config('experiments/quality.py')
+  with config.unlocked():
+    for key, value in TINY.items():
+      node = config
+      *parents, leaf = key.split('.')
+      for part in parents:
+        node = node[part]
+      node[leaf] = value
+  lines = []
+  quality_table.run(config, table, log=lines.append)
+  assert [p.stat().st_mtime_ns for p in markers] == stamps, 'no stage ran again'
+  assert not any(line.endswith('running') for line in lines)
+  assert json.loads((table / 'quality_table.json').read_text()) == json.loads(before)
+
+
+def test_atari_reward_ignores_the_score_region_only_when_masked(table):
+  model = reward.load(table / 'atari_pong')
+  assert model.config.data.mask_score
+  store = EpisodeStore(table / 'atari_pong' / 'episodes')
+  frames = store.load(store.paths('atari:pong', 'test')[0])['image'][None]  # [1, T, 16, 16, 3]
+  region = ~score_masks.score_mask('atari:pong', frames.shape[2:4])  # True on the score
+  assert 0 < region.sum() < region.size / 4
+  changed = frames.copy()
+  changed[:, :, region] = 255 - changed[:, :, region]  # a different score, nothing else
+  assert (changed != frames).any()
+  masked = np.asarray(model.log_likelihood(changed))
+  np.testing.assert_allclose(masked, np.asarray(model.log_likelihood(frames)), atol=1e-4)
+
+  unmasked_config = model.config.copy_and_resolve_references()
+  with unmasked_config.unlocked():
+    unmasked_config.data.mask_score = False
+  unmasked = reward.RewardModel(unmasked_config, model.params)
+  difference = np.abs(np.asarray(unmasked.log_likelihood(changed))
+                      - np.asarray(unmasked.log_likelihood(frames)))
+  assert difference.max() > 1e-3, 'without the mask the score region reaches the reward'
+
+
+def test_every_row_of_the_full_table_is_a_valid_experiment(tmp_path):
+  from viper_jax import validation
+  config = configs.load_config('experiments/quality.py')
+  rows = quality_table.plan(config, tmp_path)
+  assert [r['tasks'][0] for r in rows if r['model'] == 'single'] == list(config.table.tasks)
+  for row in rows:
+    validation.validate(row['config'])
+    atari = row['config'].task.startswith('atari:')
+    assert row['config'].env.action_repeat == (4 if atari else 2)
+  multitask = rows[-1]['config']
+  assert multitask.data.tasks == config.table.multitask and rows[-1]['model'] == 'multitask'
+  assert multitask.prior.task_conditioning
