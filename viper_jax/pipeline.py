@@ -94,7 +94,9 @@ def train_agent(config, workdir) -> dict:
   The 'viper*' reward sources use the reward model in agent.reward_checkpoint, or in `workdir`
   itself when that holds a trained prior (the pipeline's layout).
   """
+  from viper_jax import validation
   from viper_jax.agent import loop
+  validation.validate(config, ['train-agent'], workdir)  # before the reward model is loaded
   root = epath.Path(workdir)
   likelihood_fn = None
   if config.agent.reward_source.startswith('viper'):
@@ -140,7 +142,8 @@ def _write_marker(workdir: epath.Path, stage: str, result: dict, seconds: float)
 
 def run(config, workdir, stages=STAGES, log: Callable[[str], None] = print) -> dict:
   """Runs the missing stages in order, then rebuilds the report. Returns {stage: marker dict}."""
-  from viper_jax import report
+  from viper_jax import report, validation
+  validation.validate(config, stages, workdir)  # every stage's fields, before the first one runs
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   done = {}
