@@ -1,7 +1,7 @@
 """Every paper task's experiment config builds and validates (no training)."""
 import pytest
 
-from viper_jax import config_sections, configs
+from viper_jax import configs, validation
 from viper_jax.reward import likelihood
 from viper_jax.video import train_prior
 
@@ -26,7 +26,7 @@ ATARI_GAMES = _tasks('experiments/atari.py').ATARI_GAMES
                          [('experiments/quickstart.py', 64), ('experiments/agent_cpu.py', 64)])
 def test_paper_configs_build_and_validate(spec, tokens):
   config = configs.load_config(spec)
-  config_sections.validate(config)
+  validation.validate(config)
   tasks = likelihood.task_names(config)
   prior = train_prior.build_prior(config, len(tasks))
   assert prior.tokens_per_frame == tokens
@@ -45,7 +45,7 @@ def test_unknown_task_is_a_clear_error():
     configs.load_config('experiments/dmc.py:cartpole-fly')
   config = configs.load_config('experiments/quickstart.py:dmc:cartpole-fly')
   with pytest.raises(configs.ConfigError, match='unknown task'):
-    config_sections.validate(config)
+    validation.validate(config)
 
 
 def test_agent_cpu_config_is_the_documented_learning_run():

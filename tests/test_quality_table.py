@@ -125,12 +125,12 @@ def test_atari_reward_ignores_the_score_region_only_when_masked(table):
 
 
 def test_every_row_of_the_full_table_is_a_valid_experiment(tmp_path):
-  from viper_jax import config_sections
+  from viper_jax import validation
   config = configs.load_config('experiments/quality.py')
   rows = quality_table.plan(config, tmp_path)
   assert [r['tasks'][0] for r in rows if r['model'] == 'single'] == list(config.table.tasks)
   for row in rows:
-    config_sections.validate(row['config'])
+    validation.validate(row['config'])
     atari = row['config'].task.startswith('atari:')
     assert row['config'].env.action_repeat == (4 if atari else 2)
   multitask = rows[-1]['config']

@@ -25,6 +25,8 @@ _OUT = flags.DEFINE_string('out', None, 'compare: path of the PNG to write; rewa
 _TARGET = flags.DEFINE_float('target', None, 'compare: draw this return as a dashed line.')
 _X = flags.DEFINE_enum('x', 'frames', ['frames', 'updates'],
                        'compare: x axis, environment frames or gradient updates.')
+_CHECK = flags.DEFINE_bool('check', False, 'config: validate every field (and, with --workdir, the '
+                           'episodes and checkpoints it names) without running anything.')
 _SOURCE = flags.DEFINE_string(
     'source', None, 'reward-shape: an agent replay (replay_<step>.npz or its folder) to score; '
     'default: the experiment store\'s test split.')
@@ -175,7 +177,14 @@ def _envs():
 
 
 def _config():
-  print(_require_config('config'))
+  config = _require_config('config')
+  if not _CHECK.value:
+    print(config)
+    return
+  from viper_jax import validation
+  validation.validate(config, workdir=_WORKDIR.value)  # a ConfigError exits with status 2
+  print(f'config OK: every field of {config.task} is valid for all stages'
+        + (f' and the data in {_WORKDIR.value}' if _WORKDIR.value else ''))
 
 
 # name -> (function, one-line description); `viper --help` lists these.
@@ -206,15 +215,64 @@ COMMANDS = {
     'import-reference': (_import_reference,
                          'import the reference VIPER dataset layout (--src) into an episode store'),
     'envs': (_envs, 'list every environment name (dmc:<domain>-<task>, atari:<game>)'),
-    'config': (_config, 'print the resolved config (with --config and overrides)'),
+    'config': (_config, 'print the resolved config (with --config and overrides); --check '
+               'validates it instead, without running anything'),
 }
+
+
+# name -> the flags it reads, for `viper <command> --help`; commands not listed read these two.
+DEFAULT_FLAGS = ('config', 'workdir')
+COMMAND_FLAGS = {
+    'pipeline': ('config', 'workdir', 'stages'),
+    'report': ('workdir',),
+    'compare': ('runs', 'out', 'target', 'x', 'config'),
+    'import-reference': ('src', 'suite', 'workdir'),
+    'envs': (),
+    'config': ('config', 'check', 'workdir'),
+    'reward-shape': ('config', 'workdir', 'source', 'max_steps', 'out'),
+}
+HELP_FLAGS = ('-h', '--help', '-help', '--helpshort', '-?')
+
+
+def command_help(command: str) -> str:
+  """`viper <command> --help`: what the command does and the flags it reads."""
+  names = COMMAND_FLAGS.get(command, DEFAULT_FLAGS)
+  lines = [f'usage: viper {command}' + ''.join(f' [--{n}=...]' for n in names), '',
+           textwrap.fill(COMMANDS[command][1], 100)]
+  if names:
+    lines += ['', 'flags:']
+  for name in names:
+    flag = flags.FLAGS[name]
+    default = '' if flag.default is None else f' (default: {flag.default_as_str})'
+    lines.append(textwrap.fill(f'--{name}: {flag.help}{default}', 100, initial_indent='  ',
+                               subsequent_indent='      '))
+  if 'config' in names:
+    lines.append('  --config.KEY=VALUE: override any config field (`viper config '
+                 '--config=FILE` prints them all)')
+  lines += ['', f'Run `viper {command} --helpfull` for every flag, absl\'s included.']
+  return '\n'.join(lines)
+
+
+# Commands that write into --workdir; each takes the workdir's lock (one writer per workdir).
+WRITERS = ('quickstart', 'pipeline', 'collect', 'train-tokenizer', 'train-prior', 'train-agent',
+           'reward-stats', 'reward-check', 'reward-shape', 'quality-table')
+
+
+def _workdir_lock(command: str):
+  import contextlib
+  import jax
+  from viper_jax import workdir_lock
+  workdir = _WORKDIR.value or ('runs/quickstart' if command == 'quickstart' else None)
+  if command not in WRITERS or workdir is None or jax.process_index() != 0:
+    return contextlib.nullcontext()
+  return workdir_lock.hold(workdir, command=f'viper {command}')
 
 
 def usage() -> str:
   lines = ['usage: viper <command> --config=experiments/FILE.py[:ARG] [--config.KEY=VALUE ...] '
            '[--workdir=DIR]', '', 'commands:']
   lines += [f'  {name:<18}{description}' for name, (_, description) in COMMANDS.items()]
-  lines += ['', 'Run `viper <command> --helpfull` for every flag.']
+  lines += ['', 'Run `viper <command> --help` for the flags of a command.']
   return '\n'.join(lines)
 
 
@@ -227,6 +285,13 @@ def main(argv: list[str] | None = None) -> int:
   if command not in COMMANDS:
     print(f'viper: unknown command {command!r}\n\n{usage()}', file=sys.stderr)
     return 2
+  # absl exits 1 after printing help; a help request is a success, so answer it here.
+  if any(a in HELP_FLAGS for a in argv[2:]):
+    print(command_help(command))
+    return 0
+  if '--helpfull' in argv[2:]:
+    print(f'{command_help(command)}\n\nall flags:\n{flags.FLAGS.get_help()}')
+    return 0
   try:
     configs.check_overrides(argv[2:])
   except configs.ConfigError as e:
@@ -241,7 +306,16 @@ def main(argv: list[str] | None = None) -> int:
       raise app.UsageError(f'unexpected arguments {unused_argv[1:]}')
     from viper_jax import parallel
     parallel.initialize_distributed()  # multi-host jobs only (VIPER_DISTRIBUTED=1), see launch/
-    function()
+    from viper_jax import workdir_lock
+    try:
+      with _workdir_lock(command):
+        function()
+    except workdir_lock.WorkdirLockedError as e:
+      print(f'viper {command}: {e}', file=sys.stderr)
+      sys.exit(3)
+    except configs.ConfigError as e:  # a bad value: nothing was run
+      print(textwrap.fill(f'viper {command}: {e}', 100), file=sys.stderr)
+      sys.exit(2)
 
   # config_flags finds `--config.x=` overrides in sys.argv itself, so it must hold this argv.
   saved_argv, sys.argv = sys.argv, [f'viper {command}'] + argv[2:]

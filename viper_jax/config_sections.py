@@ -69,25 +69,3 @@ def experiment(task: str, *, tokenizer: str, prior: str, agent: str,
   config.agent = agent_config(agent)
   return config
 
-
-def validate(config) -> None:
-  """Checks a whole experiment config without training anything; raises ConfigError/ValueError
-  naming the field. Every stage also checks its own section when it starts."""
-  from viper_jax import configs, envs
-  from viper_jax.agent.configs import REWARD_SOURCES
-  from viper_jax.reward import likelihood
-  from viper_jax.video import train_prior
-  train_prior.validate_config(config)  # env, tokenizer and prior sections
-  likelihood._validate_reward_cfg(config.reward)
-  for task in likelihood.task_names(config):
-    if task not in envs.env_names():
-      raise configs.ConfigError(f'unknown task {task!r} (see `viper envs`)')
-  if not str(config.collect.policy).startswith(('expert', 'random', 'agent:')):
-    raise configs.ConfigError("collect.policy must be 'expert', 'random' or 'agent:<dir>', got "
-                              f'{config.collect.policy!r}')
-  if config.agent.reward_source not in REWARD_SOURCES:
-    raise configs.ConfigError(f'agent.reward_source must be one of {REWARD_SOURCES}, got '
-                              f'{config.agent.reward_source!r}')
-  unknown = set(config.agent.reward_weights.keys()) - {'env', 'density', 'disag', 'amp'}
-  if unknown:
-    raise configs.ConfigError(f'agent.reward_weights has unknown terms {sorted(unknown)}')

@@ -77,14 +77,3 @@ def check_overrides(argv: list[str], flag: str = 'config') -> None:
   for key in keys:
     check_key(config, key)
 
-
-def validate_env_config(config: ml_collections.ConfigDict) -> None:
-  """Checks the env section that every stage shares."""
-  size = tuple(config.env.size)
-  if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
-    raise ConfigError(f'env.size must be (height, width) positive ints, got {config.env.size}')
-  if config.env.action_repeat < 1:
-    raise ConfigError(f'env.action_repeat must be >= 1, got {config.env.action_repeat}')
-  if config.env.time_limit is not None and config.env.time_limit < 1:
-    raise ConfigError(f'env.time_limit must be >= 1 agent steps or None, got '
-                      f'{config.env.time_limit}')

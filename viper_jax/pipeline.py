@@ -77,7 +77,11 @@ def viper_likelihood_fn(config, reward_checkpoint):
   import numpy as np
   from viper_jax import reward
   from viper_jax.agent import mesh as agent_mesh
-  model = reward.load(reward_checkpoint, mesh=agent_mesh.build(config.agent))  # the agent's mesh
+  # The experiment's `reward` section (likelihood, reduce, scale) decides how the frozen model's
+  # likelihoods become the agent's reward; the model's own section only says how it was checked.
+  # The model runs on the agent's mesh.
+  model = reward.load(reward_checkpoint, reward_config=config.reward,
+                      mesh=agent_mesh.build(config.agent))
   check_frame_rate(model, config)
   task = config.agent.reward_task or config.task
   if task not in model.task_names:
@@ -93,7 +97,9 @@ def train_agent(config, workdir) -> dict:
   The 'viper*' reward sources use the reward model in agent.reward_checkpoint, or in `workdir`
   itself when that holds a trained prior (the pipeline's layout).
   """
+  from viper_jax import validation
   from viper_jax.agent import loop
+  validation.validate(config, ['train-agent'], workdir)  # before the reward model is loaded
   root = epath.Path(workdir)
   likelihood_fn = None
   if config.agent.reward_source.startswith('viper'):
@@ -139,7 +145,8 @@ def _write_marker(workdir: epath.Path, stage: str, result: dict, seconds: float)
 
 def run(config, workdir, stages=STAGES, log: Callable[[str], None] = print) -> dict:
   """Runs the missing stages in order, then rebuilds the report. Returns {stage: marker dict}."""
-  from viper_jax import report
+  from viper_jax import report, validation
+  validation.validate(config, stages, workdir)  # every stage's fields, before the first one runs
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   done = {}

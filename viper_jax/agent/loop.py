@@ -36,7 +36,7 @@ import numpy as np
 import tqdm
 from etils import epath
 
-from viper_jax import checkpoint, metrics as metrics_lib
+from viper_jax import checkpoint, metrics as metrics_lib, validation
 from viper_jax.agent import agent as agent_lib
 from viper_jax.agent import mesh as agent_mesh
 from viper_jax.agent.replay import Replay
@@ -64,20 +64,6 @@ def to_env_action(action: np.ndarray, space, discrete: bool):
     return int(np.argmax(action))
   low, high = space.low.astype(np.float32), space.high.astype(np.float32)
   return (low + (np.asarray(action, np.float32) + 1) / 2 * (high - low)).reshape(space.shape)
-
-
-def check_config(config) -> None:
-  ac = config.agent
-  size = tuple(config.env.size)
-  if size[0] % 16 or size[1] % 16:
-    raise ValueError(f'env.size {size} must be divisible by 16 (four stride-2 convolutions)')
-  if ac.reward_source in ('viper', 'viper+disag'):
-    limit = config.env.time_limit
-    if limit is not None and ac.replay_capacity // ac.num_envs < limit:
-      raise ValueError(f'replay_capacity / num_envs = {ac.replay_capacity // ac.num_envs} steps '
-                       f'must hold a whole episode ({limit}) so it can be scored when it ends')
-  if ac.batch_length < 2:
-    raise ValueError(f'agent.batch_length must be >= 2, got {ac.batch_length}')
 
 
 def viper_pad_length(config) -> int:
@@ -198,7 +184,7 @@ def run(config, workdir, likelihood_fn: LikelihoodFn | None = None,
   Returns counters, last evaluation, timings and the replay.
   """
   ac = config.agent
-  check_config(config)
+  validation.validate(config, ['train-agent'])
   uses_viper = ac.reward_source in ('viper', 'viper+disag')
   if uses_viper and likelihood_fn is None:
     raise ValueError(f"reward_source {ac.reward_source!r} needs likelihood_fn (the VIPER reward "
@@ -224,7 +210,13 @@ def run(config, workdir, likelihood_fn: LikelihoodFn | None = None,
   template = {'agent': jax.jit(agent.init)(init_key), 'key': jax.random.key_data(key)}
   ckpt_dir = workdir / 'checkpoints'
   checkpointer = checkpoint.Checkpointer(ckpt_dir, ac.keep_checkpoints)
-  restored, meta, start_step = checkpointer.restore_latest(template)
+  replay, replay_dir = Replay(ac.replay_capacity, ac.num_envs), workdir / 'replay'
+  if jax.process_count() > 1:  # every host keeps its own replay
+    replay_dir = replay_dir / f'host{jax.process_index()}'
+  # The checkpoint and its replay sidecar must both read back whole, else the previous pair is used.
+  restored, meta, start_step = checkpointer.restore_latest(
+      template, check=lambda step, _: replay.load(replay_dir / f'replay_{step}.npz'),
+      sidecars=lambda step: [replay_dir / f'replay_{step}.npz'])
   # Host round trip: fresh and restored states then reach train_step as the same kind of
   # (uncommitted, default-layout) arrays, so a resumed run reuses the compiled program.
   restored = jax.device_get(restored)
@@ -232,15 +224,6 @@ def run(config, workdir, likelihood_fn: LikelihoodFn | None = None,
   key = jax.random.wrap_key_data(jax.device_put(restored['key']))
   counters = {'env_steps': 0, 'updates': 0, 'updates_due': 0.0, 'episodes': 0}
   counters.update(meta.get('counters', {}))
-  replay = Replay(ac.replay_capacity, ac.num_envs)
-  replay_dir = workdir / 'replay'
-  if jax.process_count() > 1:  # every host keeps its own replay
-    replay_dir = replay_dir / f'host{jax.process_index()}'
-  if start_step is not None:
-    replay_path = replay_dir / f'replay_{start_step}.npz'
-    if not replay_path.exists():
-      raise FileNotFoundError(f'checkpoint {start_step} in {ckpt_dir} has no replay {replay_path}')
-    replay.load(replay_path)
   reward_seconds, pad_to = 0.0, viper_pad_length(config)
   if uses_viper:  # partial episodes of a resumed replay: score their prefix (causal, exact)
     segments = [(i, int(replay.ready[i]), int(replay.count[i])) for i in range(ac.num_envs)

@@ -183,6 +183,8 @@ def run(config, workdir) -> dict:
   Returns {'rows': summary rows, 'new_episodes', 'new_steps', 'steps_per_second'} and writes it to
   `<store root>/<task dir>/collect_summary.json`.
   """
+  from viper_jax import validation
+  validation.validate(config, ['collect'], workdir)
   root = config.collect.root or str(epath.Path(workdir) / 'episodes')
   store = EpisodeStore(root)
   jobs = plan_jobs(config, store)

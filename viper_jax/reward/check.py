@@ -16,6 +16,7 @@ import uuid
 import numpy as np
 from etils import epath
 
+from viper_jax import validation
 from viper_jax.data.store import EpisodeStore
 from viper_jax.reward import likelihood, shape
 from viper_jax.video import train_tokenizer
@@ -111,8 +112,9 @@ def plot(rows: list[dict], summary: dict, path) -> None:
 
 
 def run(config, workdir) -> dict:
+  validation.validate(config, ['reward-check'], workdir)
   root = epath.Path(workdir)
-  model = likelihood.load(root)
+  model = likelihood.load(root, reward_config=config.reward)  # the experiment's reward
   store, _ = train_tokenizer.store_and_tasks(config, root)  # where the model's episodes are
   rows = score_episodes(model, store, config.task)
   summary = summarize(rows)

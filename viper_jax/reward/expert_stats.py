@@ -14,6 +14,7 @@ import numpy as np
 from etils import epath
 from tqdm import tqdm
 
+from viper_jax import validation
 from viper_jax.data import loaders
 from viper_jax.data.store import EpisodeStore
 from viper_jax.reward import likelihood
@@ -43,6 +44,7 @@ def compute(model: likelihood.RewardModel, store: EpisodeStore, max_noise: float
 
 def run(config, workdir) -> dict:
   """Computes and writes the stats of the reward model trained in `workdir`."""
+  validation.validate(config, ['reward-stats'], workdir)
   root = epath.Path(workdir)
   raw = likelihood.default_config()
   if 'reward' in config:

@@ -42,13 +42,11 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from viper_jax import parallel
+from viper_jax import parallel, validation
+from viper_jax.validation import LIKELIHOODS, REDUCTIONS, SCALINGS  # noqa: F401 (public names)
 from viper_jax.envs import score_masks
 from viper_jax.video import presets, train_prior, train_tokenizer, transformer, vqgan
 
-REDUCTIONS = ('sum', 'mean')
-LIKELIHOODS = ('conditional', 'joint')
-SCALINGS = ('none', 'standardize', 'minmax')
 MODES = ('one_pass', 'window')
 STATS_FILE = 'reward/expert_stats.json'
 
@@ -60,18 +58,6 @@ def default_config() -> ml_collections.ConfigDict:
 
 def _reward_cfg(config) -> ml_collections.ConfigDict:
   return config.reward if 'reward' in config else default_config()
-
-
-def _validate_reward_cfg(cfg) -> None:
-  if cfg.reduce not in REDUCTIONS:
-    raise ValueError(f'reward.reduce must be one of {REDUCTIONS}, got {cfg.reduce!r}')
-  if cfg.get('likelihood', 'conditional') not in LIKELIHOODS:
-    raise ValueError(f'reward.likelihood must be one of {LIKELIHOODS}, got {cfg.likelihood!r}')
-  if cfg.scale not in SCALINGS:
-    raise ValueError(f'reward.scale must be one of {SCALINGS}, got {cfg.scale!r}')
-  if cfg.chunk_frames < 1 or cfg.encode_batch < 1 or cfg.window_batch < 1:
-    raise ValueError('reward.chunk_frames, reward.encode_batch and reward.window_batch must be '
-                     f'>= 1, got {cfg.chunk_frames}, {cfg.encode_batch}, {cfg.window_batch}')
 
 
 def task_names(config) -> list[str]:
@@ -100,7 +86,7 @@ class _Modules:
 
 def _modules(config) -> _Modules:
   rcfg = _reward_cfg(config)
-  _validate_reward_cfg(rcfg)
+  validation.check_reward({'reward': rcfg})
   tasks = task_names(config)
   size = tuple(int(s) for s in config.env.size)
   masks = None
@@ -110,7 +96,7 @@ def _modules(config) -> _Modules:
       tokenizer=vqgan.VQGAN.from_config(config.tokenizer),
       prior=train_prior.build_prior(config, len(tasks)),
       image_size=size, frame_skip=int(config.prior.frame_skip), reduce=rcfg.reduce,
-      joint=rcfg.get('likelihood', 'conditional') == 'joint', scale=rcfg.scale, chunk_frames=int(rcfg.chunk_frames), encode_batch=int(rcfg.encode_batch),
+      joint=rcfg.likelihood == 'joint', scale=rcfg.scale, chunk_frames=int(rcfg.chunk_frames), encode_batch=int(rcfg.encode_batch),
       window_batch=int(rcfg.window_batch), score_masks=masks)
 
 
@@ -479,19 +465,20 @@ def load(checkpoint_dir, reward_config=None, mesh=None) -> RewardModel:
       config.reward = default_config()
   tok_cfg, tok_params, tok_stats, _ = train_tokenizer.load(root, config.tokenizer)
   checkpointer = checkpoint.Checkpointer(root / 'prior' / 'checkpoints')
-  step = checkpointer.latest_step()
+
+  def template(meta):
+    tasks = meta.get('tasks')
+    if tasks and list(tasks) != task_names(config):
+      with config.unlocked():
+        config.data.tasks = tuple(tasks)  # the store's tasks at training time, in id order
+    prior = train_prior.build_prior(config, len(task_names(config)))
+    return train_prior.init_state(prior, config.prior.train, jax.random.key(0),
+                                  config.prior.train.window)
+
+  state, meta, step = checkpointer.restore_latest(template)
+  checkpointer.close()
   if step is None:
     raise FileNotFoundError(f'no prior checkpoint in {root / "prior" / "checkpoints"}')
-  meta = checkpointer.restore_meta(step)
-  tasks = meta.get('tasks')
-  if tasks and list(tasks) != task_names(config):
-    with config.unlocked():
-      config.data.tasks = tuple(tasks)  # the store's tasks at training time, in id order
-  prior = train_prior.build_prior(config, len(task_names(config)))
-  template = train_prior.init_state(prior, config.prior.train, jax.random.key(0),
-                                    config.prior.train.window)
-  state, _ = checkpointer.restore(step, template)
-  checkpointer.close()
   use_ema = config.prior.train.ema_decay > 0
   params = {'tokenizer': {'params': tok_params, 'vq_stats': tok_stats},
             'prior': state['ema_params'] if use_ema else state['params']}

@@ -173,7 +173,7 @@ def run(config, workdir, source=None, max_steps: int | None = None, out=None) ->
   writes `out` (default <workdir>/reward/shape.json) and its PNG."""
   from viper_jax.reward import likelihood
   from viper_jax.video import train_tokenizer
-  model = likelihood.load(workdir)
+  model = likelihood.load(workdir, reward_config=config.reward)  # the experiment's reward
   store, _ = train_tokenizer.store_and_tasks(config, epath.Path(workdir))
   viper, true = score(model, episodes_from(source, store, config.task), config.task, max_steps)
   return write(summarize(viper, true), workdir, source or f'{store.root} (test split)', out)

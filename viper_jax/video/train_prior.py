@@ -16,7 +16,7 @@ import numpy as np
 import optax
 from etils import epath
 
-from viper_jax import configs, parallel
+from viper_jax import parallel, validation
 from viper_jax.data import loaders
 from viper_jax.metrics import save_video
 from viper_jax.video import maskgit, token_cache, train_tokenizer, training, transformer, vqgan
@@ -28,19 +28,14 @@ def grid_shape(tokenizer_cfg, image_size) -> tuple[int, int]:
   return image_size[0] // factor, image_size[1] // factor
 
 
-PRIOR_KINDS = ('ar', 'maskgit')
-
-
 def build_prior(config, num_tasks: int) -> transformer.VideoPrior | maskgit.MaskGITPrior:
   """The prior module of `config.prior.kind`: 'ar' (VideoPrior) or 'maskgit' (MaskGITPrior)."""
   h, w = grid_shape(config.tokenizer, config.env.size)
   cfg = config.prior.copy_and_resolve_references()
   with cfg.unlocked():
     cfg.num_tasks = max(1, num_tasks)
-  kind = cfg.get('kind', 'ar')  # configs saved before `kind` existed are AR
-  if kind not in PRIOR_KINDS:
-    raise configs.ConfigError(f'prior.kind must be one of {PRIOR_KINDS}, got {kind!r}')
-  module = maskgit.MaskGITPrior if kind == 'maskgit' else transformer.VideoPrior
+  validation.one_of(config, 'prior.kind', validation.PRIOR_KINDS)
+  module = maskgit.MaskGITPrior if cfg.kind == 'maskgit' else transformer.VideoPrior
   return module.from_config(cfg, config.tokenizer.codebook_size, h * w)
 
 
@@ -97,17 +92,9 @@ def make_train_step(prior, train_cfg):
   return train_step
 
 
-def validate_config(config) -> None:
-  train_tokenizer.validate_config(config)
-  p = config.prior
-  if p.context < 1 or p.frame_skip < 1 or p.train.window < 1:
-    raise configs.ConfigError(f'prior.context ({p.context}), prior.frame_skip ({p.frame_skip}) '
-                              f'and prior.train.window ({p.train.window}) must be >= 1')
-
-
 def run(config, workdir, stop_after: int | None = None) -> dict:
   """Builds the token cache, trains (or resumes) the prior; returns validation figures."""
-  validate_config(config)
+  validation.validate(config, ['train-prior'], workdir)
   pcfg, tcfg = config.prior, config.prior.train
   workdir = epath.Path(workdir)
   out = workdir / 'prior'

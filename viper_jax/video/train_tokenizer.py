@@ -16,7 +16,7 @@ import numpy as np
 import optax
 from etils import epath
 
-from viper_jax import configs, parallel
+from viper_jax import parallel, validation
 from viper_jax.data import loaders
 from viper_jax.data.store import EpisodeStore
 from viper_jax.metrics import image_grid, save_png
@@ -118,22 +118,9 @@ def _reconstruct_fn(cfg):
   return reconstruct
 
 
-def validate_config(config) -> None:
-  configs.validate_env_config(config)
-  cfg = config.tokenizer
-  if cfg.quantizer not in ('ema', 'straight_through'):
-    raise configs.ConfigError(f"tokenizer.quantizer must be 'ema' or 'straight_through', got "
-                              f'{cfg.quantizer!r}')
-  factor = 2 ** (len(cfg.channel_mult) - 1)
-  if any(s % factor for s in config.env.size):
-    raise configs.ConfigError(f'env.size {tuple(config.env.size)} must be divisible by the '
-                              f'tokenizer downsampling factor {factor} (channel_mult '
-                              f'{tuple(cfg.channel_mult)})')
-
-
 def run(config, workdir, stop_after: int | None = None) -> dict:
   """Trains (or resumes) the tokenizer; returns the final {'psnr', 'usage', 'step'} on test frames."""
-  validate_config(config)
+  validation.validate(config, ['train-tokenizer'], workdir)
   cfg = config.tokenizer
   workdir = epath.Path(workdir)
   out = workdir / 'tokenizer'
@@ -200,13 +187,11 @@ def load(workdir, cfg=None, mesh=None):
     cfg = ml_collections.ConfigDict(saved['tokenizer'])
   image_size = tuple(saved['env']['size']) if saved else (64, 64)
   checkpointer = checkpoint.Checkpointer(out / 'checkpoints')
-  step = checkpointer.latest_step()
+  state, _, step = checkpointer.restore_latest(init_state(cfg, jax.random.key(0), image_size))
+  checkpointer.close()
   if step is None:
     raise FileNotFoundError(f'no tokenizer checkpoint in {out / "checkpoints"}: run '
                             '`viper train-tokenizer` first')
-  template = init_state(cfg, jax.random.key(0), image_size)
-  state, _ = checkpointer.restore(step, template)
-  checkpointer.close()
   fingerprint = {'checkpoint': str(out.resolve() if not str(out).startswith('gs://') else out),
                  'step': int(step), 'params': token_cache.params_digest(state['params'])}
   return cfg, state['params'], state['vq_stats'], fingerprint

@@ -1,0 +1,73 @@
+"""A stage at test size, as its own process, for tests/test_kills.py to SIGKILL and rerun.
+
+Usage: python tests/fault_worker.py KIND WORKDIR, KIND one of
+  video    tokenizer then prior on synthetic episodes (12 steps each, a checkpoint every 3)
+  collect  tiny dmc:cartpole-balance collection (16x16, 12-step episodes)
+  agent    tiny DreamerV3 run on dmc:cartpole-balance, env reward, 150 env steps
+Each run appends one JSON line to WORKDIR/runs.jsonl when it finishes.
+"""
+import json
+import os
+import pathlib
+import sys
+
+os.environ.setdefault('MUJOCO_GL', 'egl')
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+import jax  # noqa: E402
+
+jax.config.update('jax_compilation_cache_dir',
+                  os.path.join(os.environ.get('TMPDIR', '/tmp'), 'viper_jax_test_jit_cache'))
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+
+
+def video_config(root):
+  from conftest import synthetic_video_config
+  config = synthetic_video_config(root)
+  for section in (config.tokenizer.train, config.prior.train):
+    section.steps, section.checkpoint_every, section.log_every = 12, 3, 3
+  config.prior.train.eval_every = config.prior.train.sample_every = 12
+  config.tokenizer.train.image_every = 12
+  return config
+
+
+def collect_config():
+  from viper_jax import configs
+  config = configs.load_config('experiments/quickstart.py:dmc:cartpole-balance')
+  config.env.size, config.env.time_limit = (16, 16), 12
+  c = config.collect
+  c.train_episodes, c.test_episodes, c.random_test_episodes, c.workers = 3, 1, 1, 1
+  c.test_noise_levels = (0.0, 0.5)
+  return config
+
+
+def agent_config():
+  from test_agent_loop import tiny_config
+  config = tiny_config('env', env_steps=150)
+  config.agent.checkpoint_every = 50
+  return config
+
+
+def main(kind: str, workdir: str) -> None:
+  root = pathlib.Path(workdir)
+  result = {}
+  if kind == 'video':
+    from viper_jax.video import train_prior, train_tokenizer
+    config = video_config(root)
+    train_tokenizer.run(config, root)
+    train_prior.run(config, root)
+  elif kind == 'collect':
+    from viper_jax.data import collect
+    collect.run(collect_config(), root)
+  elif kind == 'agent':
+    from viper_jax.agent import loop
+    out = loop.run(agent_config(), root)
+    result = {'counters': out['counters'], 'resumed_from': out['resumed_from']}
+  else:
+    raise SystemExit(f'unknown kind {kind!r}')
+  with open(root / 'runs.jsonl', 'a') as f:
+    f.write(json.dumps({'kind': kind, **result}) + '\n')
+
+
+if __name__ == '__main__':
+  main(*sys.argv[1:])
