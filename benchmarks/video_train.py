@@ -26,6 +26,8 @@ _TOK_BATCH = flags.DEFINE_integer('tokenizer_batch', None, 'Frames per step (def
 _PRIOR_BATCH = flags.DEFINE_integer('prior_batch', None, 'Windows per step (default: CPU 8, '
                                     'accelerator: the preset batch).')
 _REPEATS = flags.DEFINE_integer('repeats', None, 'Timed steps (default: CPU 3, accelerator 20).')
+_PARTS = flags.DEFINE_list('parts', ['tokenizer', 'prior'], 'What to time: tokenizer, prior.')
+_ATTENTION = flags.DEFINE_string('prior_attention', 'auto', 'prior.attention (video/attention.py).')
 
 
 def bench_tokenizer(size, batch, repeats, peak):
@@ -63,6 +65,7 @@ def bench_prior(size, batch, repeats, peak):
   from viper_jax.video import presets, priors, train_prior
   config = ml_collections.ConfigDict({'tokenizer': presets.tokenizer(size),
                                       'prior': presets.prior(size), 'env': {'size': (64, 64)}})
+  config.prior.attention = _ATTENTION.value
   prior = priors.build_prior(config, num_tasks=16)
   tcfg = config.prior.train
   window = tcfg.window
@@ -79,7 +82,8 @@ def bench_prior(size, batch, repeats, peak):
   tokens = batch * window * prior.tokens_per_frame
   return {'batch': batch, 'window': window, 'steps_per_s': 1 / seconds,
           'tokens_per_s': tokens / seconds, 'gflops_per_step_analytic': flops / 1e9,
-          'utilisation': flops / seconds / peak, 'dtype': str(jnp.dtype(prior.dtype))}
+          'utilisation': flops / seconds / peak, 'dtype': str(jnp.dtype(prior.dtype)),
+          'attention': prior.attention}
 
 
 def main(_):
@@ -92,8 +96,10 @@ def main(_):
   prior_batch = _PRIOR_BATCH.value or (8 if on_cpu else presets.prior(_SIZE.value).train.batch_size)
   report = {'benchmark': 'video_train', 'device': common.device_description(), 'size': _SIZE.value,
             'matmul_peak_gflops': peak / 1e9, 'matmul_dtype': str(jnp.dtype(dtype)),
-            'tokenizer': bench_tokenizer(_SIZE.value, tok_batch, repeats, peak),
-            'prior': bench_prior(_SIZE.value, prior_batch, repeats, peak)}
+            **({'tokenizer': bench_tokenizer(_SIZE.value, tok_batch, repeats, peak)}
+               if 'tokenizer' in _PARTS.value else {}),
+            **({'prior': bench_prior(_SIZE.value, prior_batch, repeats, peak)}
+               if 'prior' in _PARTS.value else {})}
   print(json.dumps(report))
 
 

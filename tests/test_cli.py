@@ -90,3 +90,18 @@ def test_compare_reads_each_runs_action_repeat_from_its_checkpoint(tmp_path):
   assert report.run_action_repeat(tmp_path / 'r2') == 2
   assert report.run_action_repeat(tmp_path / 'r8' / 'agent') == 8
   assert report.run_action_repeat(tmp_path / 'none') is None
+
+
+@pytest.mark.parametrize('command', sorted(cli.COMMANDS))
+def test_command_help_prints_its_own_flags_and_exits_0(command, capsys):
+  assert cli.main(['viper', command, '--help']) == 0
+  out = capsys.readouterr().out
+  assert out.startswith(f'usage: viper {command}')
+  assert cli.COMMANDS[command][1].split()[0] in out  # its own description
+  for name in cli.COMMAND_FLAGS.get(command, cli.DEFAULT_FLAGS):
+    assert f'--{name}' in out
+  if command == 'compare':
+    assert '--runs' in out and '--stages' not in out  # only the flags it reads
+  assert cli.main(['viper', command, '--helpfull']) == 0
+  out = capsys.readouterr().out
+  assert 'all flags:' in out and '--workdir' in out and '--stages' in out  # every flag

@@ -222,6 +222,39 @@ COMMANDS = {
 }
 
 
+# name -> the flags it reads, for `viper <command> --help`; commands not listed read these two.
+DEFAULT_FLAGS = ('config', 'workdir')
+COMMAND_FLAGS = {
+    'pipeline': ('config', 'workdir', 'stages'),
+    'report': ('workdir',),
+    'compare': ('runs', 'out', 'target', 'x', 'config'),
+    'import-reference': ('src', 'suite', 'workdir'),
+    'envs': (),
+    'config': ('config', 'check', 'workdir'),
+    'reward-shape': ('config', 'workdir', 'source', 'max_steps', 'out'),
+}
+HELP_FLAGS = ('-h', '--help', '-help', '--helpshort', '-?')
+
+
+def command_help(command: str) -> str:
+  """`viper <command> --help`: what the command does and the flags it reads."""
+  names = COMMAND_FLAGS.get(command, DEFAULT_FLAGS)
+  lines = [f'usage: viper {command}' + ''.join(f' [--{n}=...]' for n in names), '',
+           textwrap.fill(COMMANDS[command][1], 100)]
+  if names:
+    lines += ['', 'flags:']
+  for name in names:
+    flag = flags.FLAGS[name]
+    default = '' if flag.default is None else f' (default: {flag.default_as_str})'
+    lines.append(textwrap.fill(f'--{name}: {flag.help}{default}', 100, initial_indent='  ',
+                               subsequent_indent='      '))
+  if 'config' in names:
+    lines.append('  --config.KEY=VALUE: override any config field (`viper config '
+                 '--config=FILE` prints them all)')
+  lines += ['', f'Run `viper {command} --helpfull` for every flag, absl\'s included.']
+  return '\n'.join(lines)
+
+
 # Commands that write into --workdir; each takes the workdir's lock (one writer per workdir).
 WRITERS = ('quickstart', 'pipeline', 'collect', 'train-tokenizer', 'train-prior', 'train-agent',
            'reward-stats', 'reward-check', 'reward-shape', 'quality-table')
@@ -241,7 +274,7 @@ def usage() -> str:
   lines = ['usage: viper <command> --config=experiments/FILE.py[:ARG] [--config.KEY=VALUE ...] '
            '[--workdir=DIR]', '', 'commands:']
   lines += [f'  {name:<18}{description}' for name, (_, description) in COMMANDS.items()]
-  lines += ['', 'Run `viper <command> --helpfull` for every flag.']
+  lines += ['', 'Run `viper <command> --help` for the flags of a command.']
   return '\n'.join(lines)
 
 
@@ -254,6 +287,13 @@ def main(argv: list[str] | None = None) -> int:
   if command not in COMMANDS:
     print(f'viper: unknown command {command!r}\n\n{usage()}', file=sys.stderr)
     return 2
+  # absl exits 1 after printing help; a help request is a success, so answer it here.
+  if any(a in HELP_FLAGS for a in argv[2:]):
+    print(command_help(command))
+    return 0
+  if '--helpfull' in argv[2:]:
+    print(f'{command_help(command)}\n\nall flags:\n{flags.FLAGS.get_help()}')
+    return 0
   try:
     configs.check_overrides(argv[2:])
   except configs.ConfigError as e:

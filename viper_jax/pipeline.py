@@ -86,9 +86,12 @@ def viper_likelihood_fn(config, reward_checkpoint):
   reward library; it gets this function."""
   import numpy as np
   from viper_jax import reward
+  from viper_jax.agent import mesh as agent_mesh
   # The experiment's `reward` section (likelihood, reduce, scale) decides how the frozen model's
   # likelihoods become the agent's reward; the model's own section only says how it was checked.
-  model = reward.load(reward_checkpoint, reward_config=config.reward)
+  # The model runs on the agent's mesh.
+  model = reward.load(reward_checkpoint, reward_config=config.reward,
+                      mesh=agent_mesh.build(config.agent))
   check_frame_rate(model, config)
   task = config.agent.reward_task or config.task
   if task not in model.task_names:

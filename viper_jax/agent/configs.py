@@ -54,6 +54,11 @@ def agent_config(size: str = 's') -> ml_collections.ConfigDict:
   # frames of a full episode, env.time_limit + 1 (the reset frame counts), so no frame is wasted.
   c.viper_pad_to = config_dict.placeholder(int)
 
+  # Data parallelism (agent/mesh.py): devices per host (0: all), the number of hosts the run
+  # expects, and sequences per device (None: batch_size is each host's batch).
+  c.mesh = ml_collections.ConfigDict({'devices': 1, 'hosts': 1,
+                                      'per_device_batch': config_dict.placeholder(int)})
+
   m = c.model = ml_collections.ConfigDict(SIZES[size])
   m.unimix = 0.01
   m.free_nats = 1.0

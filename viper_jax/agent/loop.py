@@ -38,6 +38,7 @@ from etils import epath
 
 from viper_jax import checkpoint, metrics as metrics_lib, validation
 from viper_jax.agent import agent as agent_lib
+from viper_jax.agent import mesh as agent_mesh
 from viper_jax.agent.replay import Replay
 from viper_jax.errors import NonFiniteLossError
 
@@ -199,6 +200,8 @@ def run(config, workdir, likelihood_fn: LikelihoodFn | None = None,
   space = env.action_space
   action_dim, discrete = action_spec(space)
   agent = agent_lib.Agent(ac, action_dim, discrete, size)
+  mesh = agent_mesh.build(ac)  # one device by default; see agent/mesh.py
+  batch_size = agent_mesh.host_batch_size(ac, mesh)  # this host's share of the global batch
   experts = ExpertPairs(config, workdir) if ac.reward_source == 'amp' else None
 
   # State, counters and replay: fresh, or from the newest checkpoint.
@@ -208,14 +211,17 @@ def run(config, workdir, likelihood_fn: LikelihoodFn | None = None,
   ckpt_dir = workdir / 'checkpoints'
   checkpointer = checkpoint.Checkpointer(ckpt_dir, ac.keep_checkpoints)
   replay, replay_dir = Replay(ac.replay_capacity, ac.num_envs), workdir / 'replay'
+  if jax.process_count() > 1:  # every host keeps its own replay
+    replay_dir = replay_dir / f'host{jax.process_index()}'
   # The checkpoint and its replay sidecar must both read back whole, else the previous pair is used.
   restored, meta, start_step = checkpointer.restore_latest(
       template, check=lambda step, _: replay.load(replay_dir / f'replay_{step}.npz'),
       sidecars=lambda step: [replay_dir / f'replay_{step}.npz'])
   # Host round trip: fresh and restored states then reach train_step as the same kind of
   # (uncommitted, default-layout) arrays, so a resumed run reuses the compiled program.
-  restored = jax.device_put(jax.device_get(restored))
-  state, key = restored['agent'], jax.random.wrap_key_data(restored['key'])
+  restored = jax.device_get(restored)
+  state = agent_mesh.put_state(restored['agent'], mesh)
+  key = jax.random.wrap_key_data(jax.device_put(restored['key']))
   counters = {'env_steps': 0, 'updates': 0, 'updates_due': 0.0, 'episodes': 0}
   counters.update(meta.get('counters', {}))
   reward_seconds, pad_to = 0.0, viper_pad_length(config)
@@ -229,8 +235,9 @@ def run(config, workdir, likelihood_fn: LikelihoodFn | None = None,
   episode_start = replay.count.copy()  # absolute index where each stream's current episode began
   resumed = dict(counters)
 
-  train_step = jax.jit(agent.train_step, donate_argnums=0)
-  policy_fn = jax.jit(agent.policy)  # `mode` is traced: train and eval share one program
+  train_step = agent_mesh.jit_train_step(agent, mesh)
+  policy_fn = agent_mesh.jit_policy(agent, mesh, ac.num_envs)  # `mode` is traced
+  eval_policy_fn = agent_mesh.jit_policy(agent, mesh, 1)
   writer = metrics_lib.MetricWriter(workdir, resume_step=start_step or 0)
   summary = config_summary(config)
   last_saved = start_step
@@ -321,12 +328,14 @@ def run(config, workdir, likelihood_fn: LikelihoodFn | None = None,
 
         # 3. Train: train_ratio replayed steps per policy step.
         if counters['env_steps'] >= ac.prefill and replay.can_sample(ac.batch_length):
+          # Per host: its envs' steps against its share of the global batch.
           counters['updates_due'] += ac.num_envs * ac.train_ratio / (
-              ac.batch_size * ac.batch_length)
+              batch_size * ac.batch_length)
           while counters['updates_due'] >= 1:
-            batch = replay.sample(ac.batch_size, ac.batch_length, host_rng)
+            batch = replay.sample(batch_size, ac.batch_length, host_rng)
             if experts is not None:
-              batch['expert'] = experts.sample(ac.batch_size * ac.batch_length, host_rng)
+              batch['expert'] = experts.sample(batch_size * ac.batch_length, host_rng)
+            batch = agent_mesh.put_batch(batch, mesh)
             key, train_key = jax.random.split(key)
             tic = time.perf_counter()
             state, step_metrics = train_step(state, batch, train_key)
@@ -354,7 +363,7 @@ def run(config, workdir, likelihood_fn: LikelihoodFn | None = None,
           bar.set_postfix({'loss': f"{values['loss']:.3g}", 'updates': counters['updates']})
         if crossed(ac.eval_every, before, after) or final:
           key, eval_key = jax.random.split(key)
-          eval_metrics, video = evaluate(agent, state, policy_fn, eval_env, ac.eval_episodes,
+          eval_metrics, video = evaluate(agent, state, eval_policy_fn, eval_env, ac.eval_episodes,
                                          eval_key, space, likelihood_fn)
           # The update count lets `viper compare --x=updates` separate data from compute.
           writer.write(after, {**eval_metrics, 'eval/updates': counters['updates']})
