@@ -93,10 +93,13 @@ def check_env(config) -> None:
 
 def check_collect(config) -> None:
   policy = str(config.collect.policy)
-  if policy not in ('expert', 'random') and not policy.startswith('agent:'):
+  # 'name:arg' policies come from loaders the caller passes to collect (e.g. 'agent:<dir>');
+  # collect names the missing loader if there is none for `name`.
+  if policy not in ('expert', 'random') and ':' not in policy:
     _fail('collect.policy', policy, ' or '.join(COLLECT_POLICIES))
-  positive(config, 'collect.train_episodes', 'collect.workers')
-  positive(config, 'collect.test_episodes', 'collect.random_test_episodes', low=0)
+  positive(config, 'collect.workers')
+  positive(config, 'collect.train_episodes', 'collect.test_episodes',
+           'collect.random_test_episodes', 'collect.train_random_steps', low=0)
   for field in ('collect.train_noise_levels', 'collect.test_noise_levels'):
     if not all(0 <= float(n) <= 1 for n in _get(config, field)):
       _fail(field, tuple(_get(config, field)), 'noise levels in [0, 1]')
