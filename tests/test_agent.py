@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from viper_jax.agent import actor_critic as ac
-from viper_jax.agent import configs, loop, networks as nets, rewards, world_model as wm_lib
+from viper_jax.agent import configs, loop, learned_rewards, networks as nets, world_model as wm_lib
 from viper_jax.agent.replay import Replay
 
 
@@ -53,7 +53,7 @@ def test_world_model_and_actor_shapes():
   pred = jax.eval_shape(lambda p: wm.apply({'params': p}, feat, jnp.zeros((b, 2)),
                                            method=wm_lib.WorldModel.predict_next), params)
   assert pred.shape == (3, b, m.stoch * m.classes)
-  assert rewards.disagreement(jnp.ones(pred.shape)).shape == (b,)
+  assert learned_rewards.disagreement(jnp.ones(pred.shape)).shape == (b,)
   actor = ac.Actor(2, False, m.units, m.layers)
   actor_params = jax.eval_shape(lambda k: actor.init(k, feat)['params'], jax.random.key(2))
 
@@ -197,12 +197,12 @@ def test_viper_labels_align_with_arrival_frames():
 
 
 def test_amp_reward_is_for_arriving_at_the_second_frame_of_a_pair():
-  disc = rewards.Discriminator(depth=4)
+  disc = learned_rewards.Discriminator(depth=4)
   params = jax.jit(disc.init)(jax.random.key(0), jnp.zeros((1, 64, 64, 6)))['params']
   image = np.random.default_rng(0).integers(0, 255, (2, 4, 64, 64, 3)).astype(np.uint8)
   is_first = np.zeros((2, 4), bool)
   is_first[1, 2] = True
-  reward, mask = jax.jit(lambda p, i, f: rewards.amp_rewards(disc, p, i, f))(params, image,
+  reward, mask = jax.jit(lambda p, i, f: learned_rewards.amp_rewards(disc, p, i, f))(params, image,
                                                                               is_first)
   np.testing.assert_array_equal(mask, [[0, 1, 1, 1], [0, 1, 0, 1]])
   pair = np.concatenate([image[0, 1], image[0, 2]], -1)[None]
