@@ -18,15 +18,8 @@ from etils import epath
 from viper_jax import atomic, metrics, validation
 from viper_jax.data.store import EpisodeStore, store_and_tasks
 from viper_jax.reward import likelihood, shape
+from viper_jax.reward.shape import spearman
 
-
-def spearman(x, y) -> float:
-  """Spearman rank correlation, ties given their average rank (NaN when either side is
-  constant)."""
-  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-  if np.ptp(x) == 0 or np.ptp(y) == 0:
-    return float('nan')
-  return float(scipy.stats.spearmanr(x, y).statistic)
 
 
 def auroc(positive, negative) -> float:

@@ -79,9 +79,12 @@ def score(model, episodes: Iterable[dict], task: str, max_steps: int | None = No
   return np.concatenate(viper).astype(np.float64), np.concatenate(true).astype(np.float64)
 
 
-def _spearman(x, y) -> float:
+def spearman(x, y) -> float:
+  """Spearman rank correlation, ties given their average rank (NaN when either side is
+  constant or empty)."""
   from scipy import stats
-  if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  if x.size == 0 or np.ptp(x) == 0 or np.ptp(y) == 0:
     return float('nan')
   return float(stats.spearmanr(x, y).statistic)
 
@@ -106,8 +109,8 @@ def summarize(viper, true, num_bins: int = NUM_BINS) -> dict:
                      mean=float(members.mean()) if members.size else None,
                      std=float(members.std()) if members.size else None))
   away = true < low + 0.5 * (high - low)
-  return dict(steps=int(viper.size), spearman=_spearman(viper, true),
-              spearman_low=_spearman(viper[away], true[away]), low_steps=int(away.sum()),
+  return dict(steps=int(viper.size), spearman=spearman(viper, true),
+              spearman_low=spearman(viper[away], true[away]) if away.sum() >= 3 else float('nan'), low_steps=int(away.sum()),
               true_range=[low, high], bins=bins)
 
 
