@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from viper_jax.agent import actor_critic as ac
-from viper_jax.agent import configs, loop, learned_rewards, networks as nets, world_model as wm_lib
+from viper_jax.agent import configs, labelling, learned_rewards, networks as nets, world_model as wm_lib
 from viper_jax.agent.replay import Replay
 
 
@@ -187,13 +187,13 @@ def test_viper_labels_align_with_arrival_frames():
     calls.append(frames.shape)
     return frames.astype(np.float32).mean((2, 3, 4))
 
-  loop.label_episodes(replay, fake_likelihood, [(0, 0, 13), (1, 3, 10)], pad_to=8)
+  labelling.label_episodes(replay, fake_likelihood, [(0, 0, 13), (1, 3, 10)], pad_to=8)
   assert calls == [(2, 16, 64, 64, 3)]  # one batched call, padded at the end to 16
   np.testing.assert_allclose(replay.read('density', 0, 0, 13), np.arange(13))
   np.testing.assert_allclose(replay.read('density', 1, 3, 10), 50 + np.arange(3, 10))
   assert replay.read('density', 1, 0, 3).sum() == 0  # outside the segment: untouched
   with pytest.raises(FloatingPointError, match='non-finite'):
-    loop.label_episodes(replay, lambda f: np.full(f.shape[:2], np.nan), [(0, 0, 5)], 8)
+    labelling.label_episodes(replay, lambda f: np.full(f.shape[:2], np.nan), [(0, 0, 5)], 8)
 
 
 def test_amp_reward_is_for_arriving_at_the_second_frame_of_a_pair():

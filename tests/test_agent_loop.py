@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from viper_jax import configs, metrics
-from viper_jax.agent import agent_config, loop
+from viper_jax.agent import agent_config, labelling, loop
 from viper_jax.data import policies
 from viper_jax.data.store import EpisodeStore
 from viper_jax.errors import NonFiniteLossError
@@ -111,7 +111,7 @@ def test_viper_run_resumes_with_same_counters_and_replay_and_aligned_rewards(tmp
     lengths.append(frames.shape[1])
     return mean_pixel(frames)
 
-  assert loop.viper_pad_length(config) == 51  # default: a full episode, reset frame included
+  assert labelling.viper_pad_length(config) == 51  # default: a full episode, reset frame included
   # "Killed" after 130 steps: the last checkpoint is at 100, mid-episode (episodes are 51 steps).
   first = loop.run(config, tmp_path, likelihood_fn=recorded, stop_after=130)
   assert first['counters']['env_steps'] == 130

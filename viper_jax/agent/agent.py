@@ -139,6 +139,73 @@ class Agent:
     metrics = dict(metrics, **{'wm/grad_norm': optax.tree.norm(grads)})
     return optax.apply_updates(wm_params, updates), wm_opt_state, post, metrics
 
+  def _rollout(self, wm_params, actor_params, critic_params, start, start_cont, key):
+    """Imagines `horizon` steps from `start` states [N, ...] with the actor.
+
+    Returns feat [H+1, N, F], actions [H+1, N, A], rewards {term: [H, N]}, continuation
+    [H+1, N] (the start's from the data, then the cont head's), values {term: [H+1, N]}.
+    """
+    act_fn = lambda feat, k: ac.sample_action(
+        self.actor, self.actor.apply({'params': actor_params}, sg(feat)), k)
+    states, actions = wm_lib.imagine(self.wm, wm_params, act_fn, start, self.config.ac.horizon,
+                                     key)
+    feat = wm_lib.features(states)
+    rewards = self._imagined_rewards(wm_params, feat, actions)
+    cont_logit = self.wm.apply({'params': wm_params}, 'cont', feat[1:],
+                               method=wm_lib.WorldModel.head)[..., 0]
+    cont = jnp.concatenate([start_cont[None], (cont_logit > 0).astype(jnp.float32)], 0)
+    values = {t: ac.critic_value(self.critic, critic_params[t], feat) for t in self.terms}
+    return feat, actions, rewards, cont, values
+
+  def update_actor(self, state, wm_params, post, is_terminal, key):
+    """One actor step on returns imagined from every posterior state of the batch.
+
+    post: posterior states [B, T, ...]; is_terminal [B, T]. Returns (actor params, actor
+    optimiser state, imagined feat [H+1, N, F], {term: returns}, normalisers, trajectory
+    weights, metrics); the critics learn from the same returns.
+    """
+    cfg = self.config.ac
+    start = jax.tree.map(lambda x: sg(x.reshape((-1,) + x.shape[2:])), post)
+    start_cont = 1.0 - is_terminal.reshape(-1).astype(jnp.float32)
+    rollout = lambda params: self._rollout(wm_params, params, state['critic'], start, start_cont,
+                                           key)
+    # REINFORCE needs no gradient through the rollout: imagine once, outside differentiation.
+    fixed = jax.tree.map(sg, rollout(state['actor'])) if ac.uses_reinforce(self.actor, cfg) \
+        else None
+
+    def objective(actor_params):
+      feat, actions, rewards, cont, values = fixed if fixed is not None else rollout(actor_params)
+      loss, aux = ac.actor_loss(self.actor, actor_params, feat, actions, rewards, cont, values,
+                                state['norm'], self.weights, cfg)
+      return loss, (sg(feat), aux)
+
+    (_, (feat, (returns, norms, traj_weight, metrics))), grads = jax.value_and_grad(
+        objective, has_aux=True)(state['actor'])
+    updates, actor_opt = self.actor_opt.update(grads, state['actor_opt'], state['actor'])
+    actor = optax.apply_updates(state['actor'], updates)
+    return actor, actor_opt, feat, returns, norms, traj_weight, metrics
+
+  def update_critics(self, state, feat, returns, traj_weight):
+    """One step of every term's critic toward its imagined returns; (critics, opt, metrics)."""
+    def objective(critic_params):
+      losses = {t: ac.critic_loss(self.critic, critic_params[t], state['slow_critic'][t], feat,
+                                  returns[t], traj_weight, self.config.ac) for t in self.terms}
+      return sum(losses.values()), losses
+
+    (_, losses), grads = jax.value_and_grad(objective, has_aux=True)(state['critic'])
+    updates, critic_opt = self.critic_opt.update(grads, state['critic_opt'], state['critic'])
+    critic = optax.apply_updates(state['critic'], updates)
+    return critic, critic_opt, {f'ac/{t}_critic_loss': l for t, l in losses.items()}
+
+  def update_discriminator(self, state, batch):
+    """One AMP discriminator step (agent frames vs expert pairs); (params, opt, metrics)."""
+    (_, metrics), grads = jax.value_and_grad(
+        rewards_lib.discriminator_loss, argnums=1, has_aux=True)(
+            self.disc, state['disc'], batch['image'], batch['is_first'], batch['expert'],
+            self.config.amp.grad_penalty)
+    updates, disc_opt = self.disc_opt.update(grads, state['disc_opt'], state['disc'])
+    return optax.apply_updates(state['disc'], updates), disc_opt, metrics
+
   def train_step(self, state, batch, key):
     """One update of world model, actor, critics (and discriminator).
 
@@ -146,77 +213,28 @@ class Agent:
     is_terminal [B, T]; 'density' float [B, T] for the viper sources; 'expert' uint8
     [M, H, W, 6] frame pairs for 'amp'.
     """
-    cfg = self.config
     k_wm, k_img = jax.random.split(key)
-    metrics = {}
-    targets = {}
+    targets = {}  # what the extra reward heads learn
     if 'density' in self.terms:
       targets['density'] = (batch['density'], jnp.ones_like(batch['density']))
     if self.disc is not None:
       targets['amp'] = rewards_lib.amp_rewards(self.disc, state['disc'], batch['image'],
                                                batch['is_first'])
-
-    wm_params, wm_opt, post, wm_metrics = self.update_world_model(
-        state['wm'], state['wm_opt'], batch, k_wm, targets)
-    metrics.update(wm_metrics)
-
-    # Actor: imagine from every posterior state of the batch.
-    start = jax.tree.map(lambda x: sg(x.reshape((-1,) + x.shape[2:])), post)
-    start_cont = 1.0 - batch['is_terminal'].reshape(-1).astype(jnp.float32)
-
-    def rollout(actor_params):
-      act_fn = lambda feat, k: ac.sample_action(
-          self.actor, self.actor.apply({'params': actor_params}, sg(feat)), k)
-      states, actions = wm_lib.imagine(self.wm, wm_params, act_fn, start, cfg.ac.horizon, k_img)
-      feat = wm_lib.features(states)
-      rewards = self._imagined_rewards(wm_params, feat, actions)
-      cont_logit = self.wm.apply({'params': wm_params}, 'cont', feat[1:],
-                                 method=wm_lib.WorldModel.head)[..., 0]
-      cont = jnp.concatenate([start_cont[None], (cont_logit > 0).astype(jnp.float32)], 0)
-      values = {t: ac.critic_value(self.critic, state['critic'][t], feat) for t in self.terms}
-      return feat, actions, rewards, cont, values
-
-    reinforce = ac.uses_reinforce(self.actor, cfg.ac)
-    # REINFORCE needs no gradient through the rollout: imagine once, outside differentiation.
-    fixed = jax.tree.map(sg, rollout(state['actor'])) if reinforce else None
-
-    def actor_objective(actor_params):
-      feat, actions, rewards, cont, values = fixed if reinforce else rollout(actor_params)
-      loss, aux = ac.actor_loss(self.actor, actor_params, feat, actions, rewards, cont, values,
-                                state['norm'], self.weights, cfg.ac)
-      return loss, (sg(feat), aux)
-
-    (_, (feat, (returns, norms, traj_weight, ac_metrics))), grads = jax.value_and_grad(
-        actor_objective, has_aux=True)(state['actor'])
-    updates, actor_opt = self.actor_opt.update(grads, state['actor_opt'], state['actor'])
-    actor = optax.apply_updates(state['actor'], updates)
-    metrics.update(ac_metrics)
-
-    # Critics, one per reward term.
-    def critic_objective(critic_params):
-      losses = {t: ac.critic_loss(self.critic, critic_params[t], state['slow_critic'][t], feat,
-                                  returns[t], traj_weight, cfg.ac) for t in self.terms}
-      return sum(losses.values()), losses
-
-    (_, critic_losses), grads = jax.value_and_grad(critic_objective, has_aux=True)(state['critic'])
-    updates, critic_opt = self.critic_opt.update(grads, state['critic_opt'], state['critic'])
-    critic = optax.apply_updates(state['critic'], updates)
-    metrics.update({f'ac/{t}_critic_loss': l for t, l in critic_losses.items()})
-
+    wm, wm_opt, post, metrics = self.update_world_model(state['wm'], state['wm_opt'], batch,
+                                                        k_wm, targets)
+    actor, actor_opt, feat, returns, norms, traj_weight, ac_metrics = self.update_actor(
+        state, wm, post, batch['is_terminal'], k_img)
+    critic, critic_opt, critic_metrics = self.update_critics(state, feat, returns, traj_weight)
     new_state = {
-        'wm': wm_params, 'wm_opt': wm_opt, 'actor': actor, 'actor_opt': actor_opt,
-        'critic': critic, 'slow_critic': ac.ema(state['slow_critic'], critic,
-                                                cfg.ac.slow_critic_rate),
-        'critic_opt': critic_opt, 'norm': norms, 'updates': state['updates'] + 1,
+        'wm': wm, 'wm_opt': wm_opt, 'actor': actor, 'actor_opt': actor_opt,
+        'critic': critic, 'critic_opt': critic_opt, 'norm': norms,
+        'slow_critic': ac.ema(state['slow_critic'], critic, self.config.ac.slow_critic_rate),
+        'updates': state['updates'] + 1,
     }
+    metrics = {**metrics, **ac_metrics, **critic_metrics}
     if self.disc is not None:
-      (_, disc_metrics), grads = jax.value_and_grad(
-          rewards_lib.discriminator_loss, argnums=1, has_aux=True)(
-              self.disc, state['disc'], batch['image'], batch['is_first'], batch['expert'],
-              cfg.amp.grad_penalty)
-      updates, disc_opt = self.disc_opt.update(grads, state['disc_opt'], state['disc'])
-      new_state['disc'] = optax.apply_updates(state['disc'], updates)
-      new_state['disc_opt'] = disc_opt
+      new_state['disc'], new_state['disc_opt'], disc_metrics = self.update_discriminator(
+          state, batch)
       metrics.update(disc_metrics)
     metrics['loss'] = metrics['wm/loss']
     return new_state, metrics

@@ -9,7 +9,7 @@ from etils import epath
 
 from viper_jax import checkpoint
 from viper_jax.agent import agent as agent_lib
-from viper_jax.agent import loop
+from viper_jax.agent import env_actions
 
 
 def read_meta(directory) -> tuple[int, dict]:
@@ -46,7 +46,7 @@ class AgentPolicy:
                                   'is_first': np.array([self._first])}, sub,
         np.bool_(self.mode))
     self._first = False
-    return loop.to_env_action(np.asarray(action)[0], self.space, self.agent.discrete)
+    return env_actions.to_env_action(np.asarray(action)[0], self.space, self.agent.discrete)
 
 
 def load_policy(directory: str, env) -> AgentPolicy:
@@ -54,7 +54,7 @@ def load_policy(directory: str, env) -> AgentPolicy:
   step, meta = read_meta(directory)
   cfg = meta['config']
   agent_cfg = ml_collections.ConfigDict(cfg['agent'])
-  action_dim, discrete = loop.action_spec(env.action_space)
+  action_dim, discrete = env_actions.action_spec(env.action_space)
   agent = agent_lib.Agent(agent_cfg, action_dim, discrete, tuple(cfg['env']['size']))
   template = {'agent': agent.init(jax.random.key(0)),
               'key': jax.random.key_data(jax.random.key(0))}
