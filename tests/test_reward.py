@@ -171,6 +171,12 @@ def test_reduce_mean_and_scaling(frames):
   config.reward.scale = 'minmax'
   mm = np.asarray(reward.RewardModel(config, dict(base.params, stats=stats)).log_likelihood(frames))
   assert mm.min() == 0.0 and mm.max() == 1.0
+  config.reward.scale = 'floor'  # every score below the floor becomes the floor, the rest stay
+  floor = np.float32(np.percentile(lp, 30))
+  floored = np.asarray(reward.RewardModel(config, dict(base.params, stats=dict(
+      stats, floor=jnp.float32(floor)))).log_likelihood(frames))
+  np.testing.assert_allclose(floored, np.maximum(lp, floor), rtol=1e-5, atol=1e-5)
+  assert (floored == floor).sum() >= 0.25 * lp.size
   with pytest.raises(ValueError, match='reward-stats'):
     reward.RewardModel(config, base.params).log_likelihood(frames)
 

@@ -90,6 +90,14 @@ def test_reward_stats_and_scaling(trained):
   np.testing.assert_allclose(lp.mean(), stats['mean'], rtol=1e-4)
   z = np.asarray(scaled.log_likelihood(frames))
   np.testing.assert_allclose(z, (lp - stats['mean']) / stats['std'], rtol=1e-4, atol=1e-4)
+  # reward.scale='floor': the expert's 20th percentile per step, recorded by reward-stats.
+  assert stats['percentiles']['20'] == pytest.approx(np.percentile(lp, 20), rel=1e-4)
+  scaled_cfg.scale, scaled_cfg.floor_percentile = 'floor', 20
+  floored = np.asarray(reward.load(root, reward_config=scaled_cfg).log_likelihood(frames))
+  np.testing.assert_allclose(floored, np.maximum(lp, stats['percentiles']['20']), rtol=1e-4)
+  scaled_cfg.floor_percentile = 15
+  with pytest.raises(ValueError, match='reward.floor_percentile'):
+    reward.load(root, reward_config=scaled_cfg)
 
 
 def test_frame_rate_is_recorded_and_a_mismatch_refused(trained):

@@ -22,7 +22,8 @@ PRIOR_KINDS = ('ar', 'maskgit')
 QUANTIZERS = ('ema', 'straight_through')
 REDUCTIONS = ('sum', 'mean')
 LIKELIHOODS = ('conditional', 'joint')
-SCALINGS = ('none', 'standardize', 'minmax')
+SCALINGS = ('none', 'standardize', 'minmax', 'floor')
+FLOOR_PERCENTILES = (1, 5, 10, 20, 25, 50)  # the expert percentiles reward-stats records
 REWARD_SOURCES = ('env', 'viper', 'viper+disag', 'amp')
 REWARD_TERMS = ('env', 'density', 'disag', 'amp')
 ENV_MODES = ('serial', 'process')
@@ -151,6 +152,7 @@ def check_reward(config) -> None:
   one_of(config, 'reward.reduce', REDUCTIONS)
   one_of(config, 'reward.likelihood', LIKELIHOODS)
   one_of(config, 'reward.scale', SCALINGS)
+  one_of(config, 'reward.floor_percentile', FLOOR_PERCENTILES)
   positive(config, 'reward.chunk_frames', 'reward.encode_batch', 'reward.window_batch')
 
 

@@ -3,7 +3,7 @@
 Writes `<workdir>/reward/expert_stats.json` (atomically) with the mean, std, min and max of the
 per-step log-likelihood over the expert training episodes (noise <= data.max_noise). `min` and
 `max` are the 1st and 99th percentiles, so that one odd frame doesn't set the range of
-reward.scale='minmax'. `reward.load` reads the file; reward.scale='standardize' | 'minmax' need it.
+reward.scale='minmax'; `percentiles` holds the floors that reward.scale='floor' may use. `reward.load` reads the file; reward.scale='standardize' | 'minmax' need it.
 """
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ def compute(model: likelihood.RewardModel, store: EpisodeStore, max_noise: float
   values = np.concatenate(values)
   return {'mean': float(values.mean()), 'std': float(values.std()),
           'min': float(np.percentile(values, 1)), 'max': float(np.percentile(values, 99)),
+          'percentiles': {str(p): float(np.percentile(values, p))
+                          for p in validation.FLOOR_PERCENTILES},
           'count': int(values.size), 'episodes': count, 'max_noise': float(max_noise)}
 
 

@@ -220,6 +220,8 @@ def _scale(m: _Modules, lp, stats):
                      f'(writes <checkpoint>/{STATS_FILE}) or set reward.scale=none')
   if m.scale == 'standardize':
     return (lp - stats['mean']) / jnp.maximum(stats['std'], 1e-6)
+  if m.scale == 'floor':
+    return jnp.maximum(lp, stats['floor'])
   return jnp.clip((lp - stats['min']) / jnp.maximum(stats['max'] - stats['min'], 1e-6), 0.0, 1.0)
 
 
@@ -446,6 +448,20 @@ class RewardModel:
 # ------------------------------------------------------------------------------ checkpoints
 
 
+def expert_stats_params(stats: dict, reward_config, path) -> dict:
+  """The float32 scalars `_scale` reads from reward/expert_stats.json: mean, std, min, max, and
+  for reward.scale='floor' the floor (the expert percentile reward.floor_percentile)."""
+  params = {k: jnp.float32(stats[k]) for k in ('mean', 'std', 'min', 'max')}
+  validation.check_reward({'reward': reward_config})
+  if reward_config.scale == 'floor':
+    key = str(reward_config.floor_percentile)
+    if key not in stats.get('percentiles', {}):
+      raise ValueError(f'reward.scale=floor needs the expert percentile {key} in {path}, which '
+                       f'has {sorted(stats.get("percentiles", {}))}: rerun `viper reward-stats`')
+    params['floor'] = jnp.float32(stats['percentiles'][key])
+  return params
+
+
 def load(checkpoint_dir, reward_config=None, mesh=None) -> RewardModel:
   """The frozen reward model of a trained experiment.
 
@@ -471,8 +487,8 @@ def load(checkpoint_dir, reward_config=None, mesh=None) -> RewardModel:
   params = {'tokenizer': tok_vars, 'prior': prior_params}
   stats_path = root / STATS_FILE
   if stats_path.exists():
-    stats = json.loads(stats_path.read_text())
-    params['stats'] = {k: jnp.float32(stats[k]) for k in ('mean', 'std', 'min', 'max')}
+    params['stats'] = expert_stats_params(json.loads(stats_path.read_text()), config.reward,
+                                          stats_path)
   metadata = dict(meta, tokenizer_step=tok_step, prior_step=prior_step)
   return RewardModel(config, params, checkpoint=str(root), mesh=mesh,
                      action_repeat=meta.get('action_repeat'), metadata=metadata)

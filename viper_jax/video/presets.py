@@ -112,9 +112,12 @@ def reward() -> ml_collections.ConfigDict:
   # 'conditional': log p(x_t | x_<t). 'joint' (ablation, the reference code's default): the sum of
   # the conditionals of the last `prior.context` frames, t - context + 1 .. t.
   c.likelihood = 'conditional'
-  # 'none' | 'standardize' ((lp - mean) / std) | 'minmax' (clip((lp - min) / (max - min), 0, 1)),
-  # with statistics of expert episodes written by `viper reward-stats`.
+  # 'none' | 'standardize' ((lp - mean) / std) | 'minmax' (clip((lp - min) / (max - min), 0, 1))
+  # | 'floor' (max(lp, the expert's `floor_percentile`-th percentile per step): far from the
+  # expert a likelihood ranks frames arbitrarily, e.g. an empty track above a fallen pole, and an
+  # agent can settle there), with statistics of expert episodes written by `viper reward-stats`.
   c.scale = 'none'
+  c.floor_percentile = 20
   c.chunk_frames = 256  # one-pass chunk length (frames per sub-sequence): bounds memory
   c.encode_batch = 256  # frames per tokenizer call
   c.window_batch = 16  # mode='window': steps scored per forward
