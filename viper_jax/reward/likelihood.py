@@ -25,8 +25,8 @@ Modes, all giving the same numbers for 'one_pass' (tested):
 Frame skip s: a trajectory is s interleaved sub-sequences (frames j, j + s, j + 2s, ...), each
 scored on its own. Atari score regions are zeroed before tokenizing when `data.mask_score`.
 Reduction over a frame's tokens ('sum' nats, or 'mean'), 'conditional' or 'joint' likelihood
-(an ablation: the sum of the last `context` conditionals, like the reference's default) and scaling ('none'; 'standardize' and
-'minmax' with statistics of the expert data stored beside the checkpoint) come from
+(an ablation: the sum of the last `context` conditionals, like the reference's default) and scaling ('none'; 'standardize',
+'minmax' and 'floor' with statistics of the expert data stored beside the checkpoint) come from
 `config.reward`.
 """
 from __future__ import annotations
