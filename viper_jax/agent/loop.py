@@ -107,14 +107,13 @@ class RunLog:
     self.window = (time.perf_counter(), counters.env_steps, counters.updates)
     self.writer.write(counters.env_steps, values)
 
-  def episodes(self, ends, scores, counters: Counters) -> None:
+  def episodes(self, ends, scores, env_steps: int) -> None:
     """One row per finished training episode: true return and length (and VIPER return)."""
     for j, end in enumerate(ends):
       row = {'episode/return': end.true_return, 'episode/length': end.stop - end.start}
       if scores:
         row['episode/viper_return'] = float(np.sum(scores[j]))
-      self.writer.write(counters.env_steps, row)
-      counters.episodes += 1
+      self.writer.write(env_steps, row)
 
 
 class Parts:
@@ -250,7 +249,8 @@ def _drive(config, parts: Parts, state, key, counters: Counters, stop_after: int
       scores = []
       if parts.labeller and ends:
         scores = parts.labeller.label(parts.replay, [(e.env, e.start, e.stop) for e in ends])
-      log.episodes(ends, scores, counters)
+      log.episodes(ends, scores, counters.env_steps)
+      counters.episodes += len(ends)
       state, key = parts.learner.train(state, key, counters, ac.num_envs)
       key, eval_metrics = _periodic(config, parts, log, bar, state, key, counters, before)
       last_eval = eval_metrics or last_eval
