@@ -177,6 +177,13 @@ def test_reduce_mean_and_scaling(frames):
       stats, floor=jnp.float32(floor)))).log_likelihood(frames))
   np.testing.assert_allclose(floored, np.maximum(lp, floor), rtol=1e-5, atol=1e-5)
   assert (floored == floor).sum() >= 0.25 * lp.size
+  config.reward.scale = 'floor_unit'  # the same, with the floor at 0 and the median at 1
+  median = np.float32(np.percentile(lp, 50))
+  unit = np.asarray(reward.RewardModel(config, dict(base.params, stats=dict(
+      stats, floor=jnp.float32(floor), median=jnp.float32(median)))).log_likelihood(frames))
+  np.testing.assert_allclose(unit, (np.maximum(lp, floor) - floor) / (median - floor),
+                             rtol=1e-4, atol=1e-4)
+  assert unit.min() == 0.0 and abs(np.median(unit) - 1.0) < 0.2
   with pytest.raises(ValueError, match='reward-stats'):
     reward.RewardModel(config, base.params).log_likelihood(frames)
 

@@ -95,6 +95,10 @@ def test_reward_stats_and_scaling(trained):
   scaled_cfg.scale, scaled_cfg.floor_percentile = 'floor', 20
   floored = np.asarray(reward.load(root, reward_config=scaled_cfg).log_likelihood(frames))
   np.testing.assert_allclose(floored, np.maximum(lp, stats['percentiles']['20']), rtol=1e-4)
+  scaled_cfg.scale = 'floor_unit'
+  unit = np.asarray(reward.load(root, reward_config=scaled_cfg).log_likelihood(frames))
+  p20, p50 = stats['percentiles']['20'], stats['percentiles']['50']
+  np.testing.assert_allclose(unit, (np.maximum(lp, p20) - p20) / (p50 - p20), rtol=1e-3, atol=1e-4)
   scaled_cfg.floor_percentile = 15
   with pytest.raises(ValueError, match='reward.floor_percentile'):
     reward.load(root, reward_config=scaled_cfg)

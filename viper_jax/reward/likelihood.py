@@ -26,7 +26,7 @@ Frame skip s: a trajectory is s interleaved sub-sequences (frames j, j + s, j + 
 scored on its own. Atari score regions are zeroed before tokenizing when `data.mask_score`.
 Reduction over a frame's tokens ('sum' nats, or 'mean'), 'conditional' or 'joint' likelihood
 (an ablation: the sum of the last `context` conditionals, like the reference's default) and scaling ('none'; 'standardize',
-'minmax' and 'floor' with statistics of the expert data stored beside the checkpoint) come from
+'minmax', 'floor' and 'floor_unit' with statistics of the expert data stored beside the checkpoint) come from
 `config.reward`.
 """
 from __future__ import annotations
@@ -222,6 +222,9 @@ def _scale(m: _Modules, lp, stats):
     return (lp - stats['mean']) / jnp.maximum(stats['std'], 1e-6)
   if m.scale == 'floor':
     return jnp.maximum(lp, stats['floor'])
+  if m.scale == 'floor_unit':  # the floor -> 0, the expert's median -> 1
+    unit = jnp.maximum(stats['median'] - stats['floor'], 1e-6)
+    return (jnp.maximum(lp, stats['floor']) - stats['floor']) / unit
   return jnp.clip((lp - stats['min']) / jnp.maximum(stats['max'] - stats['min'], 1e-6), 0.0, 1.0)
 
 
@@ -450,15 +453,18 @@ class RewardModel:
 
 def expert_stats_params(stats: dict, reward_config, path) -> dict:
   """The float32 scalars `_scale` reads from reward/expert_stats.json: mean, std, min, max, and
-  for reward.scale='floor' the floor (the expert percentile reward.floor_percentile)."""
+  for reward.scale='floor' | 'floor_unit' the floor (the expert percentile
+  reward.floor_percentile) and the expert's median."""
   params = {k: jnp.float32(stats[k]) for k in ('mean', 'std', 'min', 'max')}
   validation.check_reward({'reward': reward_config})
-  if reward_config.scale == 'floor':
+  if reward_config.scale in ('floor', 'floor_unit'):
     key = str(reward_config.floor_percentile)
-    if key not in stats.get('percentiles', {}):
-      raise ValueError(f'reward.scale=floor needs the expert percentile {key} in {path}, which '
+    if key not in stats.get('percentiles', {}) or '50' not in stats['percentiles']:
+      raise ValueError(f'reward.scale={reward_config.scale} needs the expert percentiles {key} '
+                       f'and 50 in {path}, which '
                        f'has {sorted(stats.get("percentiles", {}))}: rerun `viper reward-stats`')
     params['floor'] = jnp.float32(stats['percentiles'][key])
+    params['median'] = jnp.float32(stats['percentiles']['50'])
   return params
 
 

@@ -115,7 +115,10 @@ def reward() -> ml_collections.ConfigDict:
   # 'none' | 'standardize' ((lp - mean) / std) | 'minmax' (clip((lp - min) / (max - min), 0, 1))
   # | 'floor' (max(lp, the expert's `floor_percentile`-th percentile per step): far from the
   # expert a likelihood ranks frames arbitrarily, e.g. an empty track above a fallen pole, and an
-  # agent can settle there), with statistics of expert episodes written by `viper reward-stats`.
+  # agent can settle there) | 'floor_unit' (the floored reward shifted and scaled so the floor is 0
+  # and the expert's median 1: a raw log-likelihood of ~-400 per step varies by a few percent,
+  # which the agent's symlog reward and value heads hardly resolve), with statistics of expert
+  # episodes written by `viper reward-stats`.
   c.scale = 'none'
   c.floor_percentile = 20
   c.chunk_frames = 256  # one-pass chunk length (frames per sub-sequence): bounds memory
