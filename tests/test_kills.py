@@ -92,7 +92,9 @@ def kill_chain(command, workdir, moments) -> list[dict]:
 
 def _random_moments(seed, reference_seconds, count):
   rng = random.Random(seed)
-  return [('after', round(rng.uniform(0.3, 0.9) * reference_seconds, 2)) for _ in range(count)]
+  # Early in the reference's time: a rerun resumes with less left to do, and on a loaded machine
+  # a late moment often comes after the rerun has finished.
+  return [('after', round(rng.uniform(0.15, 0.5) * reference_seconds, 2)) for _ in range(count)]
 
 
 def _final_state(ckpt_dir):
@@ -182,7 +184,8 @@ def test_killed_agent_continues_its_counters_and_loses_no_replay_step(agent_refe
   # fewer finished episode per kill.
   killed = sum(e['killed'] for e in events)
   assert want['episodes'] - killed <= got['episodes'] <= want['episodes'], (got, want)
-  assert runs[-1]['resumed_from']['env_steps'] in (0, 50, 100)  # a checkpoint, never past one
+  # A checkpoint, never past one (150: a kill after the last checkpoint, before the run ended).
+  assert runs[-1]['resumed_from']['env_steps'] in (0, 50, 100, 150)
   final = Replay(1000, 1)
   final.load(tmp_path / 'replay' / 'replay_150.npz')
   expected = Replay(1000, 1)
@@ -195,7 +198,7 @@ def test_killed_agent_continues_its_counters_and_loses_no_replay_step(agent_refe
   for key in ('image', 'action', 'reward', 'is_first'):
     np.testing.assert_array_equal(final.data[key][:, :50], expected.data[key][:, :50])
   resumed = runs[-1]['resumed_from']['env_steps']
-  if resumed:
+  if 0 < resumed < 150:
     assert final.data['is_first'][0, resumed], 'the resumed run starts a new episode'
   steps = [r['step'] for r in metrics.read_metrics(tmp_path) if 'loss' in r]
   assert steps == sorted(set(steps))  # logged once per step, in order, across the kills
