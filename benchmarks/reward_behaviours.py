@@ -42,21 +42,31 @@ BEHAVIOURS = {  # t: agent step, rng: per-episode generator -> action in [-1, 1]
 }
 
 
+class Behaviour:
+  """A fixed behaviour as a `data.policies.Policy`: `fn(t, rng)` -> action in [-1, 1]."""
+
+  def __init__(self, fn, shape):
+    self.fn, self.shape = fn, shape
+
+  def reset(self, seed: int) -> None:
+    self.t, self.rng = 0, np.random.default_rng(seed)
+
+  def __call__(self, obs, info):
+    action = np.full(self.shape, self.fn(self.t, self.rng), np.float32)
+    self.t += 1
+    return action
+
+
 def rollout(config, behaviour, seed: int):
   """(true return, frames uint8 [T + 1, H, W, 3]) of one episode of a fixed behaviour."""
   from viper_jax import envs
+  from viper_jax.data import collect, episodes
   env = envs.make(config.task, size=tuple(config.env.size), action_repeat=config.env.action_repeat,
                   time_limit=config.env.time_limit, seed=seed)
-  shape, rng = env.action_space.shape, np.random.default_rng(seed)
-  obs, _ = env.reset()
-  frames, total, done, t = [obs], 0.0, False, 0
-  while not done:
-    action = np.full(shape, behaviour(t, rng), np.float32)
-    obs, reward, terminated, truncated, _ = env.step(action)
-    frames.append(obs)
-    total, done, t = total + float(reward), terminated or truncated, t + 1
+  actor = Behaviour(behaviour, env.action_space.shape)
+  episode = collect.rollout(env, actor, seed, config.task, source='behaviour')
   env.close()
-  return total, np.stack(frames)
+  return episodes.episode_return(episode), episode['image']
 
 
 def find_traps(rows: dict, key: str) -> list[str]:
