@@ -3,8 +3,9 @@
 Writes `<workdir>/reward/expert_stats.json` (atomically) with the mean, std, min and max of the
 per-step log-likelihood over the expert training episodes (noise <= data.max_noise). `min` and
 `max` are the 1st and 99th percentiles, so that one odd frame doesn't set the range of
-reward.scale='minmax'; `percentiles` holds the floors that reward.scale='floor' may use.
-`reward.load` reads the file; reward.scale='standardize' | 'minmax' | 'floor' need it.
+reward.scale='minmax'; `percentiles` holds the floors that reward.scale='floor' | 'floor_unit'
+may use (and the median, 50, that 'floor_unit' maps to 1). `reward.load` reads the file;
+reward.scale='standardize' | 'minmax' | 'floor' | 'floor_unit' need it.
 """
 from __future__ import annotations
 
