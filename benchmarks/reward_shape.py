@@ -7,7 +7,8 @@ reduction, on one trained reward model, from one forward pass per episode.
 Variants: 'sum' (the default conditional log-likelihood), 'joint' (the sum over the last context
 frames' conditionals), and per-token floors ('floor<k>': each token's log-prob clipped below at -k
 nats before summing, which counts surprising tokens instead of weighing how surprising they are).
-Prints one JSON line: per variant, the per-step Spearman over all steps and away from the expert.
+Prints one JSON line: per variant, the per-step Spearman over all steps and away from the expert,
+and the per-episode Spearman of summed reward vs true return.
 """
 from __future__ import annotations
 
@@ -65,21 +66,23 @@ def main():
   else:
     episodes = shape.store_episodes(EpisodeStore(source), args.task, (args.split,))
   fn = jax.jit(lambda f: token_log_probs(model, f, model.task_id(args.task)))
-  start, per_variant, true, steps = time.time(), {}, [], 0
-  for episode in episodes:
+  start, per_variant, true, index, steps = time.time(), {}, [], [], 0
+  for i, episode in enumerate(episodes):
     lp = np.asarray(fn(jnp.asarray(episode['image'][None])), np.float64)
     for name, values in variants(lp, model.context).items():
       per_variant.setdefault(name, []).append(values[1:])
     true.append(episode['reward'][1:])
+    index.append(np.full(len(lp) - 1, i))
     steps += len(lp) - 1
     if steps >= args.max_steps:
       break
-  true = np.concatenate(true).astype(np.float64)
+  true, index = np.concatenate(true).astype(np.float64), np.concatenate(index)
   result = {'workdir': args.workdir, 'source': args.source, 'steps': int(true.size),
             'seconds': round(time.time() - start, 1)}
   for name, values in per_variant.items():
-    s = shape.summarize(np.concatenate(values), true)
+    s = shape.summarize(np.concatenate(values), true, index)
     result[name] = {'spearman': round(s['spearman'], 3), 'spearman_low': round(s['spearman_low'], 3),
+                    'episode_spearman': round(s['episode_spearman'], 3),
                     'bin_means': [None if b['mean'] is None else round(b['mean'], 1)
                                   for b in s['bins']]}
   print(json.dumps(result))

@@ -50,6 +50,9 @@ def test_quickstart_stages_outputs_and_report(tmp_path):
               'reward_vs_return.png', 'reward_shape.png', 'learning_curve.png', 'eval_rollout.gif'):
     assert (tmp_path / 'report' / png).exists(), png  # ... and saved beside it as files
   assert 'Not yet' not in html
+  shape = json.loads((tmp_path / 'reward' / 'shape.json').read_text())
+  assert shape['episodes'] >= 3 and 'episode_spearman' in shape  # held-out episodes, ranked
+  assert 'between summed reward and true return' in html
 
   # A second run of the finished quickstart only rebuilds the report.
   before = {p: (tmp_path / 'pipeline' / f'{p}.json').read_text() for p in pipeline.STAGES}

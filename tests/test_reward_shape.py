@@ -41,6 +41,26 @@ def test_summary_spearman_and_bins_of_a_known_answer():
     shape.summarize(viper[:5], true)
 
 
+def test_episode_spearman_ranks_summed_reward_against_return():
+  """Per step the reward below is noise around the true reward, but its episode sums keep the
+  returns' order: the per-episode figure sees what the per-step one misses. Shuffling which
+  episode a step belongs to breaks the agreement."""
+  rng = np.random.default_rng(0)
+  episode = np.repeat(np.arange(10), 50)
+  true = rng.uniform(0, 1, 500) + 0.5 * episode  # return rises with the episode index
+  viper = true + rng.normal(0, 3, 500)
+  s = shape.summarize(viper, true, episode)
+  returns = np.bincount(episode, true)
+  sums = np.bincount(episode, viper)
+  assert s['episodes'] == 10
+  assert s['episode_spearman'] == pytest.approx(stats.spearmanr(sums, returns).statistic)
+  assert s['episode_spearman'] > 0.9 and s['spearman'] < 0.6
+  assert 'episode_spearman' not in shape.summarize(viper, true)  # no episodes given
+  assert np.isnan(shape.summarize(viper[:100], true[:100], episode[:100])['episode_spearman'])
+  with pytest.raises(ValueError, match='episode must be'):
+    shape.summarize(viper, true, episode[:5])
+
+
 def test_replay_is_split_into_episodes_and_aligned_to_arrival(tmp_path):
   """Step t of a replay holds frame x_t and the reward for arriving at it; the diagnostic must pair
   lp[:, t] with that reward. Brightness = true reward, so aligned scores correlate perfectly while
@@ -59,10 +79,12 @@ def test_replay_is_split_into_episodes_and_aligned_to_arrival(tmp_path):
   episodes = list(shape.replay_episodes(path))
   # The 30 newest steps of each stream, from its first is_first on: 3 whole episodes per stream.
   assert [len(e['reward']) for e in episodes] == [length] * 6
-  viper, true = shape.score(BrightnessModel(), episodes, 'dmc:x')
+  viper, true, episode = shape.score(BrightnessModel(), episodes, 'dmc:x')
   assert len(true) == 6 * (length - 1)  # step 0 of each episode (no arrival) is left out
+  np.testing.assert_array_equal(episode, np.repeat(np.arange(6), length - 1))
   np.testing.assert_allclose(viper, true)
-  assert shape.summarize(viper, true)['spearman'] == pytest.approx(1.0)
+  s = shape.summarize(viper, true, episode)
+  assert s['spearman'] == pytest.approx(1.0) == s['episode_spearman'] and s['episodes'] == 6
   shifted = shape.summarize(viper[1:], true[:-1])['spearman']
   assert abs(shifted) < 0.5
 

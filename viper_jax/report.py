@@ -286,8 +286,10 @@ def _shape_caption(workdir: epath.Path) -> str:
   s = json.loads(path.read_text())
   return (f"Mean VIPER reward per bin of the step's true reward over {s['steps']} steps of "
           f"{s['source']}: per-step Spearman {s['spearman']:.2f}, {s['spearman_low']:.2f} over the "
-          'steps away from the expert (true reward below half its range). A flat run of bins is '
-          'a reward the agent cannot climb.')
+          'steps away from the expert (true reward below half its range)'
+          + (f", {s['episode_spearman']:.2f} between summed reward and true return over "
+             f"{s['episodes']} episodes" if 'episode_spearman' in s else '')
+          + '. A flat run of bins is a reward the agent cannot climb.')
 
 
 def _summary(facts) -> dict:

@@ -106,6 +106,7 @@ def run(config, workdir) -> dict:
   # The same scores, per step: is the reward graded over the held-out behaviour (shape.py)?
   viper = np.concatenate([np.asarray(r['rewards'][1:]) for r in rows])
   true = np.concatenate([np.asarray(r['true_rewards'][1:]) for r in rows])
-  result['shape'] = shape.write(shape.summarize(viper, true), root,
+  episode = np.concatenate([np.full(len(r['rewards']) - 1, i) for i, r in enumerate(rows)])
+  result['shape'] = shape.write(shape.summarize(viper, true, episode), root,
                                 f'{store.root} ({config.task}, test split)')
   return result
