@@ -5,8 +5,10 @@ reduction, on one trained reward model, from one forward pass per episode.
       --task=dmc:cartpole-balance [--max_steps=20000]
 
 Variants: 'sum' (the default conditional log-likelihood), 'joint' (the sum over the last context
-frames' conditionals), and per-token floors ('floor<k>': each token's log-prob clipped below at -k
-nats before summing, which counts surprising tokens instead of weighing how surprising they are).
+frames' conditionals), per-token floors ('floor<k>': each token's log-prob clipped below at -k
+nats before summing, which counts surprising tokens instead of weighing how surprising they are),
+and the joint reward floored at a percentile of the expert's own per-step rewards ('joint_p<q>',
+reward.scale=floor with reward.floor_percentile=q; needs `viper reward-stats` in the workdir).
 Prints one JSON line: per variant, the per-step Spearman over all steps and away from the expert,
 and the per-episode Spearman of summed reward vs true return.
 """
@@ -38,15 +40,26 @@ def token_log_probs(model, frames, task_id):
   return jnp.take_along_axis(logp, codes[..., None], axis=-1)[0, ..., 0]
 
 
-def variants(token_lp: np.ndarray, context: int) -> dict[str, np.ndarray]:
-  """token_lp [T, N] -> per-frame rewards [T] of each variant."""
+def variants(token_lp: np.ndarray, context: int, expert_floors: dict) -> dict[str, np.ndarray]:
+  """token_lp [T, N] -> per-frame rewards [T] of each variant; expert_floors: {q: floor}."""
   frame = token_lp.sum(-1)
   total = np.cumsum(frame)
   joint = total - np.concatenate([np.zeros(context), total])[:len(frame)]
   out = {'sum': frame, 'joint': joint}
   for k in FLOORS:
     out[f'floor{k:g}'] = np.maximum(token_lp, -k).sum(-1)
+  for q, floor in expert_floors.items():
+    out[f'joint_p{q}'] = np.maximum(joint, floor)
   return out
+
+
+def expert_floors(workdir) -> dict:
+  """{percentile: the expert's per-step reward there} from reward/expert_stats.json, or {}."""
+  path = epath.Path(workdir) / 'reward' / 'expert_stats.json'
+  if not path.exists():
+    return {}
+  return {q: float(v) for q, v in json.loads(path.read_text())['percentiles'].items()
+          if q != '50'}
 
 
 def main():
@@ -66,10 +79,11 @@ def main():
   else:
     episodes = shape.store_episodes(EpisodeStore(source), args.task, (args.split,))
   fn = jax.jit(lambda f: token_log_probs(model, f, model.task_id(args.task)))
+  floors = expert_floors(args.workdir)
   start, per_variant, true, index, steps = time.time(), {}, [], [], 0
   for i, episode in enumerate(episodes):
     lp = np.asarray(fn(jnp.asarray(episode['image'][None])), np.float64)
-    for name, values in variants(lp, model.context).items():
+    for name, values in variants(lp, model.context, floors).items():
       per_variant.setdefault(name, []).append(values[1:])
     true.append(episode['reward'][1:])
     index.append(np.full(len(lp) - 1, i))

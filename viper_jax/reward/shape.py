@@ -12,8 +12,8 @@ store) and compares, step by step, the VIPER reward with the true reward of the 
     makes an agent's early learning slow);
   * `episode_spearman`: rank correlation of each episode's summed VIPER reward with its true
     return, the quantity the agent maximises. Per step a reward can be noisy and still rank
-    episodes well (cartpole-swingup: 0.15 per step, 0.72 per episode on the oracle's replay); a
-    floor that zeroes a phase the expert passes through shows here first (0.29 there).
+    episodes well (cartpole-swingup: 0.15 per step, 0.67 per episode on the oracle's replay); a
+    floor that zeroes a phase the expert passes through shows here first (0.28 there).
 
 The true reward is read only to evaluate; nothing here feeds a policy. Alignment follows the
 replay convention: step t holds frame x_t and the reward for arriving at it, so the VIPER reward
