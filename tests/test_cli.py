@@ -58,6 +58,35 @@ def test_compare_plots_several_agent_runs(capsys, tmp_path):
     cli.main(['viper', 'compare', f'--runs=x={tmp_path / "missing"}', f'--out={out}'])
 
 
+def test_compare_says_whether_the_viper_return_tracks_the_true_one(capsys, tmp_path):
+  """A run whose VIPER return rises while its true return falls is flagged; one where both rise
+  is not; a run without VIPER returns (the oracle) gets no line."""
+  import json
+
+  from viper_jax import report
+  runs = {'tracks': ([100, 200, 300, 400], [1, 2, 3, 4]),
+          'hacks': ([200, 150, 60, 40], [5, 10, 30, 33]),
+          'oracle': ([100, 300, 500, 900], None)}
+  for name, (true, viper) in runs.items():
+    agent = tmp_path / name / 'agent'
+    agent.mkdir(parents=True)
+    rows = [{'step': 100 * (i + 1), 'eval/return': t} for i, t in enumerate(true)]
+    for row, v in zip(rows, viper or []):
+      row['eval/viper_return'] = v
+    (agent / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+  hacks = report.reward_tracking(tmp_path / 'hacks')
+  assert hacks['spearman'] == pytest.approx(-1.0) and hacks['evaluations'] == 4
+  assert hacks['viper_last3'] == pytest.approx(73 / 3) and hacks['true_first'] == 200
+  assert report.reward_tracking(tmp_path / 'tracks')['spearman'] == pytest.approx(1.0)
+  assert report.reward_tracking(tmp_path / 'oracle') is None
+  spec = ','.join(f'{n}={tmp_path / n}' for n in runs)
+  assert cli.main(['viper', 'compare', f'--runs={spec}', f'--out={tmp_path / "c.png"}']) == 0
+  lines = capsys.readouterr().out.splitlines()
+  flagged = [line for line in lines if 'does not track' in line]
+  assert len(flagged) == 1 and 'hacks' in flagged[0]
+  assert any('tracks:' in line for line in lines) and not any('oracle:' in line for line in lines)
+
+
 def test_compare_by_updates_uses_each_evaluations_update_count(tmp_path):
   import json
 

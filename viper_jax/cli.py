@@ -150,6 +150,14 @@ def _compare():
   title = 'true task return' + (f' ({_CONFIG.value.task})' if _CONFIG.value else '')
   out = report.compare_agents(dict(pairs), _OUT.value, _TARGET.value, title=title, x=_X.value)
   print(f'compare: {out}')
+  for label, run in pairs:
+    t = report.reward_tracking(run)
+    if t is not None:
+      print(f"compare: {label}: VIPER return {t['viper_first']:.4g} -> {t['viper_last3']:.4g}, "
+            f"true return {t['true_first']:.4g} -> {t['true_last3']:.4g} (first evaluation -> "
+            f"mean of the last three); Spearman over {t['evaluations']} evaluations "
+            f"{t['spearman']:.2f}" + ('  <- the agent climbs a reward that does not track the '
+                                     'task' if t['spearman'] < 0 else ''))
 
 
 def _import_reference():

@@ -128,6 +128,26 @@ def run_action_repeat(run) -> int | None:
   return None
 
 
+def reward_tracking(run) -> dict | None:
+  """Does the VIPER return the agent maximises track its true return along the run?
+
+  Over a run's evaluations, the Spearman of eval/viper_return against eval/return, and how each
+  changed from the first evaluation to the mean of the last three. A rising VIPER return with a
+  falling true one is an agent exploiting the reward (cartpole-swingup at the 1st-percentile
+  floor: VIPER return 5 -> 33 while the true return fell from a peak of 207 to 53). None for runs
+  that log no VIPER return (e.g. the task-reward oracle) or have fewer than 3 evaluations.
+  """
+  from viper_jax.reward.shape import spearman
+  evals = [(r['eval/return'], r['eval/viper_return']) for r in _agent_rows(epath.Path(run))
+           if 'eval/return' in r and 'eval/viper_return' in r]
+  if len(evals) < 3:
+    return None
+  true, viper = map(np.asarray, zip(*evals))
+  return dict(evaluations=len(evals), spearman=spearman(viper, true),
+              true_first=float(true[0]), true_last3=float(true[-3:].mean()),
+              viper_first=float(viper[0]), viper_last3=float(viper[-3:].mean()))
+
+
 def compare_agents(runs: dict, out, target: float | None = None, smooth: int = 10,
                    title: str = 'true task return', x: str = 'frames') -> epath.Path:
   """One plot of several agent runs' true returns against environment frames (or updates).
