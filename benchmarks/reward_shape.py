@@ -80,21 +80,19 @@ def main():
     episodes = shape.store_episodes(EpisodeStore(source), args.task, (args.split,))
   fn = jax.jit(lambda f: token_log_probs(model, f, model.task_id(args.task)))
   floors = expert_floors(args.workdir)
-  start, per_variant, true, index, steps = time.time(), {}, [], [], 0
-  for i, episode in enumerate(episodes):
+  start, per_variant, true, steps = time.time(), {}, [], 0
+  for episode in episodes:
     lp = np.asarray(fn(jnp.asarray(episode['image'][None])), np.float64)
     for name, values in variants(lp, model.context, floors).items():
       per_variant.setdefault(name, []).append(values[1:])
     true.append(episode['reward'][1:])
-    index.append(np.full(len(lp) - 1, i))
     steps += len(lp) - 1
     if steps >= args.max_steps:
       break
-  true, index = np.concatenate(true).astype(np.float64), np.concatenate(index)
-  result = {'workdir': args.workdir, 'source': args.source, 'steps': int(true.size),
+  result = {'workdir': args.workdir, 'source': args.source, 'steps': steps,
             'seconds': round(time.time() - start, 1)}
   for name, values in per_variant.items():
-    s = shape.summarize(np.concatenate(values), true, index)
+    s = shape.summarize(*shape.concat_episodes(values, true))
     result[name] = {'spearman': round(s['spearman'], 3), 'spearman_low': round(s['spearman_low'], 3),
                     'episode_spearman': round(s['episode_spearman'], 3),
                     'bin_means': [None if b['mean'] is None else round(b['mean'], 1)

@@ -43,8 +43,7 @@ def test_summary_spearman_and_bins_of_a_known_answer():
 
 def test_episode_spearman_ranks_summed_reward_against_return():
   """Per step the reward below is noise around the true reward, but its episode sums keep the
-  returns' order: the per-episode figure sees what the per-step one misses. Shuffling which
-  episode a step belongs to breaks the agreement."""
+  returns' order: the per-episode figure sees what the per-step one misses."""
   rng = np.random.default_rng(0)
   episode = np.repeat(np.arange(10), 50)
   true = rng.uniform(0, 1, 500) + 0.5 * episode  # return rises with the episode index

@@ -104,9 +104,8 @@ def run(config, workdir) -> dict:
   atomic.write_json(out, result)
   plot(rows, summary, root / 'reward' / 'reward_vs_return.png')
   # The same scores, per step: is the reward graded over the held-out behaviour (shape.py)?
-  viper = np.concatenate([np.asarray(r['rewards'][1:]) for r in rows])
-  true = np.concatenate([np.asarray(r['true_rewards'][1:]) for r in rows])
-  episode = np.concatenate([np.full(len(r['rewards']) - 1, i) for i, r in enumerate(rows)])
+  viper, true, episode = shape.concat_episodes([np.asarray(r['rewards'][1:]) for r in rows],
+                                               [np.asarray(r['true_rewards'][1:]) for r in rows])
   result['shape'] = shape.write(shape.summarize(viper, true, episode), root,
                                 f'{store.root} ({config.task}, test split)')
   return result

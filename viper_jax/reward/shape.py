@@ -63,9 +63,17 @@ def store_episodes(store, task: str, splits: Iterable[str] = ('test',)) -> Itera
       yield {'image': episode['image'], 'reward': np.asarray(episode['reward'], np.float32)}
 
 
+def concat_episodes(viper: list, true: list):
+  """Per-episode step arrays -> (viper float64 [N], true float64 [N], episode index int [N])."""
+  index = np.concatenate([np.full(len(v), i) for i, v in enumerate(viper)])
+  return (np.concatenate(viper).astype(np.float64), np.concatenate(true).astype(np.float64),
+          index)
+
+
 def score(model, episodes: Iterable[dict], task: str, max_steps: int | None = None):
-  """VIPER reward, true reward and episode index of every scored step: float64, float64, int
-  arrays [N] (step 0 of each episode dropped). Episodes are scored one at a time (different lengths; one pass each, chunked when long).
+  """VIPER reward, true reward and episode index of every scored step (see concat_episodes; step
+  0 of each episode dropped). Episodes are scored one at a time (different lengths; one pass
+  each, chunked when long).
   """
   task_id = np.array([model.task_id(task)], np.int32)
   viper, true = [], []
@@ -79,9 +87,7 @@ def score(model, episodes: Iterable[dict], task: str, max_steps: int | None = No
       break
   if not viper:
     raise ValueError('no episodes with at least 2 steps to score')
-  index = np.concatenate([np.full(len(v), i) for i, v in enumerate(viper)])
-  return (np.concatenate(viper).astype(np.float64), np.concatenate(true).astype(np.float64),
-          index)
+  return concat_episodes(viper, true)
 
 
 def spearman(x, y) -> float:
