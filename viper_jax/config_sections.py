@@ -51,6 +51,10 @@ def experiment(task: str, *, tokenizer: str, prior: str, agent: str,
   # Train episodes start after 0..N unrecorded random-policy steps (0: the task's own starts), so
   # the expert's videos also show it recovering from states a learner reaches.
   config.collect.train_random_steps = 0
+  # DMC: this many more train episodes per noise level start from a random joint state (every
+  # hinge at any angle, sliders anywhere mid-range, random velocities), so the videos also show
+  # the expert recovering from states far from the task's start (envs.dmc.random_joint_state).
+  config.collect.train_random_states = 0
   config.collect.test_episodes = 1  # per test noise level
   config.collect.random_test_episodes = 2
   config.collect.workers = 2

@@ -100,7 +100,11 @@ def check_collect(config) -> None:
     _fail('collect.policy', policy, ' or '.join(COLLECT_POLICIES))
   positive(config, 'collect.workers')
   positive(config, 'collect.train_episodes', 'collect.test_episodes',
-           'collect.random_test_episodes', 'collect.train_random_steps', low=0)
+           'collect.random_test_episodes', 'collect.train_random_steps',
+           'collect.train_random_states', low=0)
+  if config.collect.train_random_states and not config.task.startswith('dmc:'):
+    _fail('collect.train_random_states', config.collect.train_random_states,
+          "0 for a task that is not 'dmc:' (random joint states are a MuJoCo reset)")
   for field in ('collect.train_noise_levels', 'collect.test_noise_levels'):
     if not all(0 <= float(n) <= 1 for n in _get(config, field)):
       _fail(field, tuple(_get(config, field)), 'noise levels in [0, 1]')

@@ -36,6 +36,7 @@ class EpisodeJob:
   env_kwargs: tuple  # sorted (key, value) pairs for envs.make
   loader: Callable | None = None
   max_warmup: int = 0  # up to this many unrecorded random steps before the policy takes over
+  random_state: bool = False  # start from a random joint state (DMC; envs.dmc.random_joint_state)
 
 
 def episode_seed(base_seed: int, split: str, policy: str, noise: float, index: int) -> int:
@@ -49,35 +50,40 @@ def source_name(policy: str) -> str:
   return 'expert:scripted' if policy == 'expert' else policy
 
 
-def random_warmup(env, seed: int, max_steps: int):
+def random_warmup(env, seed: int, max_steps: int, random_state: bool = False):
   """Resets `env` and takes 0..max_steps (drawn from seed) uniform random actions, unrecorded.
 
   Returns (obs, info, steps taken). The policy then starts from a state a random policy reached
   rather than the task's own start distribution, so an expert's videos show it recovering from
   the states a learner visits (for a video-model reward, likelihood that rises toward the expert).
+  random_state: reset to a random joint state (DMC only) instead of the task's initial state.
   """
-  obs, info = env.reset(seed=seed)
+  options = {'random_state': True} if random_state else None
+  obs, info = env.reset(seed=seed, options=options)
   rng = np.random.default_rng([seed, 7])
   steps = int(rng.integers(0, max_steps + 1)) if max_steps > 0 else 0
   env.action_space.seed(int(rng.integers(2**31)))
   for _ in range(steps):
     obs, _, terminated, truncated, info = env.step(env.action_space.sample())
     if terminated or truncated:  # nothing left to record: start over without a warm-up
-      obs, info = env.reset(seed=seed)
+      obs, info = env.reset(seed=seed, options=options)
       return obs, info, 0
   return obs, info, steps
 
 
 def rollout(env, actor, seed: int, task: str, source: str, max_warmup: int = 0,
-            **metadata) -> dict:
+            random_state: bool = False, **metadata) -> dict:
   """Runs one episode of `actor` (a Policy) and returns it in the episode format (episodes.py).
 
   max_warmup > 0: the episode is recorded from where `random_warmup` leaves the environment (the
-  environment's time limit still counts the warm-up steps).
+  environment's time limit still counts the warm-up steps). random_state: see `random_warmup`
+  (recorded as metadata 'initial_state').
   """
-  obs, info, warmup = random_warmup(env, seed, max_warmup)
+  obs, info, warmup = random_warmup(env, seed, max_warmup, random_state)
   if max_warmup > 0:
     metadata['warmup_steps'] = warmup
+  if random_state:
+    metadata['initial_state'] = 'random'
   actor.reset(seed)
   steps = {k: [] for k in episodes_lib.STEP_KEYS}
   reward, is_first, done, terminated = 0.0, True, False, False
@@ -107,7 +113,7 @@ def run_job(job: EpisodeJob) -> tuple[float, int]:
   env = _ENV_CACHE[key]
   policy = policies.make_policy(job.policy, env, job.task, job.noise, loader=job.loader)
   episode = rollout(env, policy, job.seed, job.task, source_name(job.policy), job.max_warmup,
-                    noise=job.noise, policy=job.policy)
+                    job.random_state, noise=job.noise, policy=job.policy)
   episodes_lib.save_episode(job.path, episode)
   return episodes_lib.episode_return(episode), episodes_lib.episode_length(episode)
 
@@ -123,7 +129,10 @@ def plan_jobs(config, store: EpisodeStore,
     # region themselves when data.mask_score, so one store serves both sides of that ablation.
     env_kwargs['mask_score'] = False
   env_kwargs = tuple(sorted(env_kwargs.items()))
-  groups = [('train', cc.policy, noise, cc.train_episodes) for noise in cc.train_noise_levels]
+  # Train episodes from random joint states get the indices after the task-start ones, so adding
+  # them leaves the existing files (names and seeds) as they are.
+  train = cc.train_episodes + cc.train_random_states
+  groups = [('train', cc.policy, noise, train) for noise in cc.train_noise_levels]
   groups += [('test', cc.policy, noise, cc.test_episodes) for noise in cc.test_noise_levels]
   groups.append(('test', 'random', 1.0, cc.random_test_episodes))
   loader = policies.loader_for(cc.policy, policy_loaders)
@@ -137,7 +146,8 @@ def plan_jobs(config, store: EpisodeStore,
           index=index, seed=episode_seed(config.seed, split, policy, noise, index),
           path=str(store.path(config.task, split, name)), env_kwargs=env_kwargs,
           loader=loader if policy == cc.policy else None,
-          max_warmup=int(cc.train_random_steps) if split == 'train' else 0))
+          max_warmup=int(cc.train_random_steps) if split == 'train' else 0,
+          random_state=split == 'train' and index >= cc.train_episodes))
   return jobs
 
 

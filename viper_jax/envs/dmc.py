@@ -29,6 +29,29 @@ def dmc_task_names() -> list[str]:
   return sorted(f'dmc:{domain}-{task}' for domain, task in suite.ALL_TASKS)
 
 
+def random_joint_state(physics, random: np.random.RandomState, speed: float = 2.0) -> None:
+  """Sets every hinge and slide joint to a random position and velocity, in place.
+
+  Unlimited hinges: angle uniform over the circle; limited joints: uniform over the middle half of
+  their range (away from the end stops); velocities normal with std `speed` (rad/s or m/s), so
+  some starts carry more energy than the task's own. Other joint kinds (free, ball) keep the
+  task's initial state.
+  """
+  model = physics.model
+  for joint in range(model.njnt):
+    if model.jnt_type[joint] not in (2, 3):  # mjJNT_SLIDE, mjJNT_HINGE
+      continue
+    qpos, dof = model.jnt_qposadr[joint], model.jnt_dofadr[joint]
+    if model.jnt_limited[joint]:
+      low, high = model.jnt_range[joint]
+      middle, half = (low + high) / 2, (high - low) / 4
+      physics.data.qpos[qpos] = random.uniform(middle - half, middle + half)
+    else:
+      physics.data.qpos[qpos] = random.uniform(-np.pi, np.pi)
+    physics.data.qvel[dof] = speed * random.randn()
+  physics.forward()
+
+
 class DMCEnv(PixelEnv):
   """One dm_control suite task. See module docstring for the observation/action conventions."""
 
@@ -68,10 +91,16 @@ class DMCEnv(PixelEnv):
             'discount': float(1.0 if time_step.discount is None else time_step.discount)}
 
   def reset(self, *, seed: int | None = None, options: dict | None = None):
+    """options={'random_state': True}: start from `random_joint_state` instead of the task's own
+    initial states (for expert videos that cover more than the task's start; never the agent's)."""
     simulator_seed = self._simulator_seed(seed)
     if simulator_seed is not None:  # the task's initial-state sampler
       self._env.task._random = np.random.RandomState(simulator_seed)
     time_step = self._env.reset()
+    if (options or {}).get('random_state'):
+      random_joint_state(self._env.physics, self._env.task.random)
+      observation = self._env.task.get_observation(self._env.physics)
+      time_step = time_step._replace(observation=observation)
     return self._render(), self._info(time_step)
 
   def step(self, action):
