@@ -128,3 +128,25 @@ def test_train_random_steps_start_train_episodes_from_random_states(tiny_config,
     assert 0 <= warmup <= 6 and len(episode['reward']) == 13 - warmup  # the time limit counts it
     assert episode['is_first'][0] and episode['reward'][0] == 0
   assert len(set(warmups)) > 1, warmups  # drawn per episode
+
+
+def test_train_random_states_add_episodes_from_random_joint_states(tiny_config, tmp_path):
+  """The extra train episodes start from random joint states and leave the task-start ones as
+  they were (same names, same frames)."""
+  tiny_config.collect.policy = 'constant:0.5'
+  tiny_config.collect.train_episodes = 2
+  collect.run(tiny_config, tmp_path / 'a', LOADERS)
+  tiny_config.collect.train_random_states = 3
+  collect.run(tiny_config, tmp_path / 'b', LOADERS)
+  before = _files(EpisodeStore(tmp_path / 'a' / 'episodes'), 'dmc:cartpole-balance')
+  after = _files(EpisodeStore(tmp_path / 'b' / 'episodes'), 'dmc:cartpole-balance')
+  added = sorted(set(after) - set(before))
+  assert added == [f'train/constant-noise0.00-{i:04d}.npz' for i in (2, 3, 4)]
+  for name, path in before.items():
+    np.testing.assert_array_equal(episodes.load_episode(path)['image'],
+                                  episodes.load_episode(after[name])['image'])
+    assert 'initial_state' not in episodes.load_episode(after[name])
+  starts = [episodes.load_episode(after[name]) for name in added]
+  assert all(str(e['initial_state']) == 'random' for e in starts)
+  first = [e['image'][0] for e in starts] + [episodes.load_episode(before['train/constant-noise0.00-0000.npz'])['image'][0]]
+  assert len({f.tobytes() for f in first}) == len(first)  # every start differs

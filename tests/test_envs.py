@@ -49,6 +49,27 @@ def test_dmc_time_limit_truncates_and_action_repeat_sums_reward():
   assert envs.make('dmc:cartpole-balance', size=(16, 16)).time_limit == 500
 
 
+def test_dmc_random_state_reset_spreads_the_pole_and_reports_its_state():
+  """reset(options={'random_state': True}) starts anywhere: the observation, the state the expert
+  reads and the physics agree, and the seed decides the state."""
+  env = envs.make('dmc:cartpole-swingup', size=(32, 32))
+  cosines, frames = [], {}
+  for seed in range(8):
+    obs, info = env.reset(seed=seed, options={'random_state': True})
+    x, cos, sin = info['state']['position']
+    angle = float(env.physics.named.data.qpos['hinge_1'][0])
+    np.testing.assert_allclose([cos, sin], [np.cos(angle), np.sin(angle)], atol=1e-6)
+    assert abs(x - env.physics.named.data.qpos['slider'][0]) < 1e-6 and abs(x) <= 0.9 + 1e-6
+    np.testing.assert_array_equal(obs, env.render())
+    cosines.append(cos)
+    frames[seed] = obs
+  assert min(cosines) < -0.3 and max(cosines) > 0.3  # not the task's hanging start every time
+  obs, _ = env.reset(seed=3, options={'random_state': True})
+  np.testing.assert_array_equal(obs, frames[3])
+  _, info = env.reset(seed=3)  # the task's own start without the option
+  assert info['state']['position'][1] < -0.99
+
+
 def test_unknown_environment_names_list_valid_ones():
   with pytest.raises(ValueError, match='dmc:cartpole-swingup'):
     envs.make('dmc:cartpole-flip')

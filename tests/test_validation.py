@@ -32,6 +32,7 @@ def config():
     ('agent.train_ratio', 0, 'agent.train_ratio = 0: must be >= 0.0128'),
     ('prior.frame_skip', 200, 'prior.frame_skip = 200 with prior.train.window = 4 needs episodes '
      'of at least 601 frames, but env.time_limit = 250 gives 251'),
+    ('collect.train_random_states', -1, 'collect.train_random_states = -1: must be an integer >= 0'),
 ])
 def test_bad_value_names_the_field_and_the_allowed_range(config, field, value, expected):
   node, key = config, field.split('.')
@@ -99,3 +100,11 @@ def test_viper_config_check_validates_without_running(tmp_path):
   assert bad.returncode == 2
   assert 'prior.train.batch_size = 0: must be an integer >= 1' in bad.stderr
   assert list(tmp_path.iterdir()) == []  # nothing ran, nothing written
+
+
+def test_random_joint_states_are_refused_outside_dmc():
+  config = configs.load_config('experiments/quickstart.py:atari:pong')
+  config.collect.train_random_states = 2
+  with pytest.raises(configs.ConfigError, match=r"train_random_states = 2: must be 0 for a task "
+                     r"that is not 'dmc:'"):
+    validation.validate(config, ['collect'])
