@@ -173,3 +173,24 @@ def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path):
                         checkpoint_every=2, keep_checkpoints=5, mesh=mesh)
   state, step = _final_state(tmp_path / 'checkpoints', {'x': jnp.zeros(())})
   assert step == 4 and float(state['x']) == 4.0  # the bad step was not saved
+
+
+def test_one_frame_prior_trains_samples_and_scores_each_frame_alone(video_config, tmp_path):
+  """context 1 (a per-frame density): training and its sample GIF work, and a frame's reward depends
+  on no earlier frame except through the last code of the one before (the input shift; see
+  video/transformer.py)."""
+  from viper_jax import reward
+  video_config.prior.context = video_config.prior.train.window = 1
+  train_tokenizer.run(video_config, tmp_path)
+  result = train_prior.run(video_config, tmp_path)
+  assert np.isfinite(result['val_bits_per_token'])
+  assert (tmp_path / 'prior' / 'sample.gif').exists()
+  model = reward.load(tmp_path)
+  frames = synthetic_episode(0, length=5, size=32)['image'][None]
+  changed = frames.copy()
+  changed[0, 2] = 255 - changed[0, 2]
+  task = np.zeros((1,), np.int32)
+  a = np.asarray(model.log_likelihood(frames, task))[0]
+  b = np.asarray(model.log_likelihood(changed, task))[0]
+  np.testing.assert_allclose(a[[0, 1, 4]], b[[0, 1, 4]], rtol=1e-5)
+  assert a[2] != b[2]

@@ -115,10 +115,14 @@ def run(config, workdir, stop_after: int | None = None) -> dict:
 
   def samples(state, step):
     params = state['ema_params'] if tcfg.ema_decay > 0 else state['params']
-    prompt = np.stack([val_windows[0]['codes'][:1], val_windows[len(val_windows) // 2]['codes'][:1]])
+    # One real frame, then the prior's continuation; a one-frame window (a per-frame density,
+    # context 1) has nothing to continue, so it samples whole frames.
+    num_prompt = min(1, window - 1)
+    prompt = np.stack([val_windows[0]['codes'][:num_prompt],
+                       val_windows[len(val_windows) // 2]['codes'][:num_prompt]])
     task_ids = np.array([val_windows[0]['task_id'], val_windows[len(val_windows) // 2]['task_id']])
     codes = priors.kind_of(prior).sample(params, prior, jax.random.key(step), jnp.asarray(task_ids), window,
-                      prompt_codes=jnp.asarray(prompt, jnp.int32))
+                      prompt_codes=jnp.asarray(prompt, jnp.int32) if num_prompt else None)
     frames = np.asarray(decode(codes.reshape(-1, h, w))).reshape(2, window, *config.env.size, 3)
     video = np.concatenate(list(frames), axis=2)  # the two samples side by side
     save_video(out / 'samples' / f'sample_{step:08d}.gif', video, fps=8)
