@@ -47,6 +47,13 @@ def _check_finished(workdir, result, config):
   eval_updates = [r['eval/updates'] for r in rows if 'eval/return' in r]
   assert eval_updates == sorted(eval_updates) and eval_updates[-1] == result['counters']['updates']
   assert list((workdir / 'videos').glob('eval_*.gif'))
+  # ... and each evaluation's first episode losslessly, with its true return.
+  last = [r for r in rows if 'eval/return' in r][-1]
+  saved = np.load(workdir / 'videos' / f"eval_{last['step']:08d}.npz")
+  assert saved['image'].dtype == np.uint8 and len(saved['image']) == last['eval/length']
+  assert np.isfinite(saved['true_return'])
+  if config.agent.eval_episodes == 1:
+    assert np.isclose(saved['true_return'], last['eval/return'])
   assert (workdir / 'checkpoints' / str(config.agent.env_steps)).exists()
 
 

@@ -5,9 +5,11 @@ target's name; a rerun overwrites what a broken write left there.
 """
 from __future__ import annotations
 
+import io
 import json
 import uuid
 
+import numpy as np
 from etils import epath
 
 
@@ -27,3 +29,10 @@ def write(path, data: bytes | str) -> epath.Path:
 def write_json(path, value, indent: int | None = None) -> epath.Path:
   """`write` of json.dumps(value, indent=indent)."""
   return write(path, json.dumps(value, indent=indent))
+
+
+def write_npz(path, **arrays) -> epath.Path:
+  """`write` of a compressed .npz holding `arrays` (name -> array)."""
+  buffer = io.BytesIO()
+  np.savez_compressed(buffer, **arrays)
+  return write(path, buffer.getvalue())

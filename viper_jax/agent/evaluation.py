@@ -23,7 +23,8 @@ def run_episode(agent, state, policy_fn, env, key) -> tuple[float, np.ndarray]:
 
 
 def evaluate(agent, state, policy_fn, env, episodes: int, key, likelihood_fn=None):
-  """Runs greedy episodes; returns (metrics with the true return, frames of episode 0).
+  """Runs greedy episodes; returns (metrics with the true return, (frames, true return) of
+  episode 0).
 
   With `likelihood_fn` the VIPER return of each episode is logged beside it (eval/viper_return).
   """
@@ -40,4 +41,4 @@ def evaluate(agent, state, policy_fn, env, episodes: int, key, likelihood_fn=Non
   metrics = {'eval/return': np.mean(returns), 'eval/length': np.mean(lengths)}
   if viper_returns:
     metrics['eval/viper_return'] = np.mean(viper_returns)
-  return metrics, video
+  return metrics, (video, returns[0])

@@ -24,7 +24,7 @@ import numpy as np
 import tqdm
 from etils import epath
 
-from viper_jax import checkpoint, metrics as metrics_lib, validation
+from viper_jax import atomic, checkpoint, metrics as metrics_lib, validation
 from viper_jax.agent import agent as agent_lib
 from viper_jax.agent import env_actions, evaluation
 from viper_jax.agent import mesh as agent_mesh
@@ -187,12 +187,16 @@ def _periodic(config, parts: Parts, log: RunLog, bar, state, key, counters: Coun
   eval_metrics = None
   if every(ac.eval_every, before, after) or final:
     key, eval_key = jax.random.split(key)
-    eval_metrics, video = evaluation.evaluate(parts.agent, state, parts.eval_policy,
-                                              parts.eval_env, ac.eval_episodes, eval_key,
-                                              parts.likelihood_fn)
+    eval_metrics, (video, video_return) = evaluation.evaluate(
+        parts.agent, state, parts.eval_policy, parts.eval_env, ac.eval_episodes, eval_key,
+        parts.likelihood_fn)
     # The update count lets `viper compare --x=updates` separate data from compute.
     parts.writer.write(after, {**eval_metrics, 'eval/updates': counters.updates})
     metrics_lib.save_video(parts.workdir / 'videos' / f'eval_{after:08d}.gif', video)
+    # Lossless frames too (a GIF's palette costs the likelihood up to ~10 nats a frame), so that
+    # reward models can be checked on what agents actually did (benchmarks/reward_agent_evals.py).
+    atomic.write_npz(parts.workdir / 'videos' / f'eval_{after:08d}.npz', image=video,
+                     true_return=np.float32(video_return))
   if every(ac.checkpoint_every, before, after) or final:
     pending = parts.learner.metrics(clear=False)  # never save behind unchecked losses
     if pending:

@@ -14,7 +14,6 @@ Metadata (0-d arrays in the file, Python scalars in memory):
 """
 from __future__ import annotations
 
-import io
 import zipfile
 from typing import Any
 
@@ -105,9 +104,7 @@ def save_episode(path, episode: dict) -> epath.Path:
   path = epath.Path(path)
   validate_episode(episode, where=str(path))
   arrays = {k: (np.asarray(v) if k in STEP_KEYS else np.array(v)) for k, v in episode.items()}
-  buffer = io.BytesIO()
-  np.savez_compressed(buffer, **arrays)
-  return atomic.write(path, buffer.getvalue())  # overwrites a broken file being redone
+  return atomic.write_npz(path, **arrays)  # overwrites a broken file being redone
 
 
 def _scalar(value: np.ndarray):
