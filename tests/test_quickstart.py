@@ -62,3 +62,17 @@ def test_quickstart_stages_outputs_and_report(tmp_path):
   assert all('skipped' in line for line in lines[:-1]) and lines[-1].startswith('[report]')
   assert (tmp_path / 'report' / 'report.html').exists()
   assert before == {p: (tmp_path / 'pipeline' / f'{p}.json').read_text() for p in pipeline.STAGES}
+
+  # The agent's evaluations are kept losslessly, so a reward model can be checked on them
+  # (benchmarks/reward_agent_evals.py); here the quickstart's own model on its own agent.
+  import subprocess
+  import sys
+  out = subprocess.run(
+      [sys.executable, 'benchmarks/reward_agent_evals.py', f'--rewards={tmp_path}',
+       f'--runs={tmp_path}', '--task=dmc:cartpole-balance', '--config=experiments/quickstart.py',
+       '--floors=1,20', f'--pairs={tmp_path}:48:48'], capture_output=True, text=True, check=True)
+  evals = json.loads(out.stdout.strip().splitlines()[-1])
+  assert evals['episodes'] == evals['lossless'] == 1
+  assert set(evals['spearman']) == {'raw', 'p1', 'p20'}
+  pair = evals['pairs'][f'{tmp_path}:48:48']
+  assert pair['raw'][0] == pair['raw'][1] < 0 and pair['p20'][0] >= 0  # floored: never below it
