@@ -61,7 +61,12 @@ def agent_evals(run: Path) -> list[tuple[int, float, np.ndarray, bool]]:
 
 
 def floors(reward_dir: Path, percentiles) -> dict[str, float]:
-  stats = json.loads((reward_dir / 'reward' / 'expert_stats.json').read_text())['percentiles']
+  """{'raw': -inf, 'p<q>': the expert's q-th percentile per-step reward} (raw only without
+  `viper reward-stats` in the reward workdir)."""
+  path = reward_dir / 'reward' / 'expert_stats.json'
+  if not path.exists():
+    return {'raw': -np.inf}
+  stats = json.loads(path.read_text())['percentiles']
   return {'raw': -np.inf, **{f'p{q}': float(stats[str(q)]) for q in percentiles}}
 
 
