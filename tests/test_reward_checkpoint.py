@@ -88,6 +88,10 @@ def test_reward_stats_and_scaling(trained):
                      for p in EpisodeStore(root / 'episodes').paths('dmc:synthetic', 'train')])
   lp = np.asarray(raw.log_likelihood(frames))
   np.testing.assert_allclose(lp.mean(), stats['mean'], rtol=1e-4)
+  # data.drop_first_frames: the statistics leave out the frames the video model never saw.
+  later = expert_stats.compute(raw, EpisodeStore(root / 'episodes'), drop_first=5)
+  assert later['count'] == 3 * 19
+  np.testing.assert_allclose(later['mean'], lp[:, 5:].mean(), rtol=1e-4)
   z = np.asarray(scaled.log_likelihood(frames))
   np.testing.assert_allclose(z, (lp - stats['mean']) / stats['std'], rtol=1e-4, atol=1e-4)
   # reward.scale='floor': the expert's 20th percentile per step, recorded by reward-stats.

@@ -33,6 +33,9 @@ def config():
     ('prior.frame_skip', 200, 'prior.frame_skip = 200 with prior.train.window = 4 needs episodes '
      'of at least 601 frames, but env.time_limit = 250 gives 251'),
     ('collect.train_random_states', -1, 'collect.train_random_states = -1: must be an integer >= 0'),
+    ('data.drop_first_frames', -2, 'data.drop_first_frames = -2: must be an integer >= 0'),
+    ('data.drop_first_frames', 249, 'data.drop_first_frames = 249: must be <= 247 (env.time_limit '
+     '= 250 gives 251 frames and a prior window spans 4)'),
 ])
 def test_bad_value_names_the_field_and_the_allowed_range(config, field, value, expected):
   node, key = config, field.split('.')

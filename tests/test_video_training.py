@@ -134,6 +134,8 @@ def test_two_tokenizers_sharing_a_store_keep_both_caches(video_config, tmp_path)
   assert token_cache.build(store, tasks, encoder(1), {'step': 1}, batch_size=16) == 0  # cached
   (episode,) = [e for e in token_cache.load(store, tasks, 'test', {'step': 1})]
   assert episode.codes.shape == (24, 4, 4) and np.all(episode.codes == 1)
+  (later,) = token_cache.load(store, tasks, 'test', {'step': 1}, drop_first=5)  # data.drop_first_frames
+  assert later.codes.shape == (19, 4, 4)
   # A second tokenizer (another experiment on the same store) gets a cache of its own ...
   assert token_cache.build(store, tasks, encoder(2), {'step': 2}, batch_size=16) == 4
   assert all(np.all(e.codes == 2) for e in token_cache.load(store, tasks, 'train', {'step': 2}))

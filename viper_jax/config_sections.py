@@ -65,6 +65,10 @@ def experiment(task: str, *, tokenizer: str, prior: str, agent: str,
   config.data.root = config_dict.placeholder(str)  # episode store; default: <workdir>/episodes
   config.data.tasks = tuple(tasks)  # tasks of one (task-conditioned) model; () means (task,)
   config.data.max_noise = 0.0  # only expert episodes up to this noise level
+  # The video model learns from (and reward-stats measures) each expert episode without its first
+  # N frames, as the reference dropped the first 50 of its videos: the task's start pose is in
+  # every episode, so a density would otherwise rank it among the expert's likeliest states.
+  config.data.drop_first_frames = 0
   config.data.mask_score = True  # Atari score regions zeroed before tokenizing and scoring
 
   config.tokenizer = presets.tokenizer(tokenizer)

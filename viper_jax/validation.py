@@ -122,6 +122,7 @@ def check_tokenizer(config) -> None:
                       f'downsampling factor {factor} (tokenizer.channel_mult '
                       f'{tuple(config.tokenizer.channel_mult)})')
   in_range(config, 'data.max_noise', 0, 1)
+  positive(config, 'data.drop_first_frames', low=0)
 
 
 def check_prior(config) -> None:
@@ -145,6 +146,10 @@ def check_prior(config) -> None:
         f'prior.frame_skip = {p.frame_skip} with prior.train.window = {p.train.window} needs '
         f'episodes of at least {span} frames, but env.time_limit = {limit} gives {limit + 1}: '
         f'lower the frame skip or the window, or raise env.time_limit to >= {span - 1}')
+  drop = config.data.drop_first_frames
+  if limit is not None and drop and limit + 1 - drop < span:
+    _fail('data.drop_first_frames', drop, f'<= {limit + 1 - span} (env.time_limit = {limit} gives '
+          f'{limit + 1} frames and a prior window spans {span})')
 
 
 def window_span(config) -> int:

@@ -21,8 +21,9 @@ from viper_jax.reward import likelihood
 
 
 def compute(model: likelihood.RewardModel, store: EpisodeStore, max_noise: float = 0.0,
-            split: str = 'train') -> dict:
-  """Raw per-step rewards of the expert episodes of every task the model knows -> stats dict."""
+            split: str = 'train', drop_first: int = 0) -> dict:
+  """Raw per-step rewards of the expert episodes of every task the model knows -> stats dict
+  (without each episode's first `drop_first` steps, the frames its video model never saw)."""
   keep = loaders.video_episode_filter(max_noise)
   values, count = [], 0
   for task in model.task_names:
@@ -30,7 +31,7 @@ def compute(model: likelihood.RewardModel, store: EpisodeStore, max_noise: float
     for episode in tqdm(store.episodes(task, split, where=keep), desc=f'reward stats {task}',
                         unit='episode'):
       lp = model.log_likelihood(episode['image'][None], task_id)
-      values.append(np.asarray(lp)[0])
+      values.append(np.asarray(lp)[0, drop_first:])
       count += 1
   if not values:
     raise FileNotFoundError(f'no expert {split} episodes (noise <= {max_noise}) of '
@@ -53,7 +54,7 @@ def run(config, workdir) -> dict:
   raw.scale = 'none'  # the statistics are of the unscaled reward
   model = likelihood.load(root, reward_config=raw)
   store, _ = store_and_tasks(config, root)  # where the model's episodes are
-  stats = compute(model, store, config.data.max_noise)
+  stats = compute(model, store, config.data.max_noise, drop_first=config.data.drop_first_frames)
   path = root / likelihood.STATS_FILE
   atomic.write_json(path, stats, indent=2)
   return stats

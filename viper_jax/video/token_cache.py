@@ -100,10 +100,11 @@ def build(store: EpisodeStore, tasks: list[str], encode_fn: Callable, fingerprin
 
 
 def load(store: EpisodeStore, tasks: list[str], split: str, fingerprint: dict,
-         max_noise: float | None = 0.0) -> list[loaders.CodeEpisode]:
+         max_noise: float | None = 0.0, drop_first: int = 0) -> list[loaders.CodeEpisode]:
   """Cached codes of the selected episodes; task ids are positions in `tasks`.
 
   max_noise: keep expert episodes up to this noise (None keeps every episode, random included).
+  drop_first: leave out each episode's first frames (config data.drop_first_frames).
   """
   keep = loaders.video_episode_filter(max_noise) if max_noise is not None else (lambda m: True)
   result = []
@@ -122,5 +123,5 @@ def load(store: EpisodeStore, tasks: list[str], split: str, fingerprint: dict,
                          'builds the missing ones')
       with cached.open('rb') as f:
         codes = np.load(f)
-      result.append(loaders.CodeEpisode(codes=codes, task_id=task_id, name=path.name))
+      result.append(loaders.CodeEpisode(codes=codes[drop_first:], task_id=task_id, name=path.name))
   return result

@@ -7,6 +7,7 @@ config.json. A rerun resumes from the newest checkpoint.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -83,8 +84,11 @@ def run(config, workdir, stop_after: int | None = None) -> dict:
   encode = vqgan.make_encode_fn(tok_cfg, tok_params, tok_stats, mesh)
   token_cache.build(store, tasks, encode, fingerprint, batch_size=64 * mesh.size,
                     mask_score=config.data.mask_score)
-  train_eps = token_cache.load(store, tasks, 'train', fingerprint, config.data.max_noise)
-  test_eps = token_cache.load(store, tasks, 'test', fingerprint, config.data.max_noise) or train_eps
+  load = functools.partial(token_cache.load, store, tasks, fingerprint=fingerprint,
+                           max_noise=config.data.max_noise,
+                           drop_first=config.data.drop_first_frames)
+  train_eps = load(split='train')
+  test_eps = load(split='test') or train_eps
   window = tcfg.window
   train_windows = loaders.WindowSource(train_eps, window, pcfg.frame_skip)
   val_windows = loaders.WindowSource(test_eps, window, pcfg.frame_skip, stride=window)
