@@ -136,3 +136,17 @@ def test_every_row_of_the_full_table_is_a_valid_experiment(tmp_path):
   multitask = rows[-1]['config']
   assert multitask.data.tasks == config.table.multitask and rows[-1]['model'] == 'multitask'
   assert multitask.prior.task_conditioning
+
+
+def test_linking_takes_only_the_rows_own_planned_episodes(tmp_path):
+  """A study row with fewer episodes than a finished row links only its own planned files (the
+  8-episode reacher row once trained on 16 linked ones)."""
+  source = tmp_path / 'big' / 'dmc_cartpole-balance' / 'train'
+  source.mkdir(parents=True)
+  for index in range(4):
+    (source / f'expert-noise0.00-{index:04d}.npz').write_bytes(b'x')
+  wanted = {f'train/expert-noise0.00-{index:04d}.npz' for index in range(2)}
+  linked = quality_table.link_episodes([tmp_path / 'big'], tmp_path / 'small',
+                                       'dmc:cartpole-balance', wanted)
+  names = sorted(p.name for p in (tmp_path / 'small' / 'dmc_cartpole-balance' / 'train').iterdir())
+  assert linked == 2 and names == sorted(w.split('/')[1] for w in wanted)

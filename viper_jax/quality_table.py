@@ -98,10 +98,11 @@ def plan(config, workdir) -> list[dict]:
   return rows
 
 
-def link_episodes(sources, root, task: str) -> int:
+def link_episodes(sources, root, task: str, wanted: set[str]) -> int:
   """Hard-links (or copies) the episode files of `task` found in `sources` into store `root`
-  where `root` lacks them; returns how many. Token caches are not shared (they belong to one
-  tokenizer)."""
+  where `root` lacks them, only those named in `wanted` ('<split>/<file name>': the row's own
+  planned episodes, so a row with fewer episodes never gets a larger row's extra ones); returns
+  how many. Token caches are not shared (they belong to one tokenizer)."""
   count = 0
   for source in sources:
     for split in ('train', 'test'):
@@ -111,7 +112,7 @@ def link_episodes(sources, root, task: str) -> int:
       target = epath.Path(root) / task_dirname(task) / split
       for path in folder.glob('*.npz'):
         destination = target / path.name
-        if destination.exists():
+        if f'{split}/{path.name}' not in wanted or destination.exists():
           continue
         target.mkdir(parents=True, exist_ok=True)
         temp = target / f'{path.name}.tmp-{uuid.uuid4().hex}'
@@ -129,14 +130,18 @@ def run_model(row: dict, log: Callable[[str], None] = print) -> None:
   from viper_jax import pipeline
   workdir, config = row['workdir'], row['config']
   store = config.collect.root or str(workdir / 'episodes')
+  from viper_jax.data import collect
+  from viper_jax.data.store import EpisodeStore
   for task in row['tasks']:
-    linked = link_episodes(row['sources'], store, task)
+    task_config = config if len(row['tasks']) == 1 else row_config(config, task)
+    wanted = {f'{job.split}/{epath.Path(job.path).name}'
+              for job in collect.plan_jobs(task_config, EpisodeStore(store))}
+    linked = link_episodes(row['sources'], store, task, wanted)
     if linked:
       log(f'[{workdir.name}] {linked} episodes of {task} linked from finished rows')
   if len(row['tasks']) == 1:
     pipeline.run(config, workdir, stages=TABLE_STAGES, log=log)
     return
-  from viper_jax.data import collect
   marker = workdir / 'pipeline' / 'collect.json'
   if not marker.exists():  # one collect per task into the shared store, then the shared model
     start = time.time()
