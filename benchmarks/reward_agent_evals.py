@@ -101,7 +101,7 @@ def main():
               'lossless': sum(e[4] for e in episodes), 'spearman': {}, 'pairs': {}}
     by_step = {(run, step): lp for (run, step, *_), lp in zip(episodes, per_step)}
     for name, floor in floors(reward_dir, args.floors.split(',')).items():
-      means = [float(np.maximum(lp, floor).mean()) for lp in per_step]
+      means = [above_floor(lp, floor) for lp in per_step]  # a shift: the same ranks
       result['spearman'][name] = round(float(scipy.stats.spearmanr(means, true)[0]), 3)
       for pair in filter(None, args.pairs.split(',')):
         run, a, b = pair.rsplit(':', 2)

@@ -37,9 +37,11 @@ def random_joint_state(physics, random: np.random.RandomState, speed: float = 2.
   some starts carry more energy than the task's own. Other joint kinds (free, ball) keep the
   task's initial state.
   """
+  import mujoco  # here, not at module level: dm_control picks the GL backend on first import
   model = physics.model
+  moving = (int(mujoco.mjtJoint.mjJNT_SLIDE), int(mujoco.mjtJoint.mjJNT_HINGE))
   for joint in range(model.njnt):
-    if model.jnt_type[joint] not in (2, 3):  # mjJNT_SLIDE, mjJNT_HINGE
+    if model.jnt_type[joint] not in moving:
       continue
     qpos, dof = model.jnt_qposadr[joint], model.jnt_dofadr[joint]
     if model.jnt_limited[joint]:
