@@ -67,6 +67,9 @@ def floors(reward_dir: Path, percentiles) -> dict[str, float]:
   if not path.exists():
     return {'raw': -np.inf}
   stats = json.loads(path.read_text())['percentiles']
+  missing = [q for q in percentiles if str(q) not in stats]
+  if missing:
+    raise SystemExit(f'--floors {missing} not in {path} (it has percentiles {sorted(stats, key=float)})')
   return {'raw': -np.inf, **{f'p{q}': float(stats[str(q)]) for q in percentiles}}
 
 
