@@ -56,3 +56,12 @@ def test_agent_cpu_config_is_the_documented_learning_run():
   assert a.env_steps * config.env.action_repeat == 100_000
   assert config.env.time_limit * config.env.action_repeat == 1000
   assert a.reward_source == 'env' and a.replay_capacity >= a.env_steps
+
+
+def test_agent_cpu_swingup_is_the_single_frame_reward_model_that_learned():
+  config = configs.load_config('experiments/agent_cpu.py:dmc:cartpole-swingup')
+  validation.validate(config)
+  assert (config.prior.context, config.prior.train.window) == (1, 1)
+  assert config.data.drop_first_frames == 6 and config.collect.train_random_states == 64
+  assert (config.reward.scale, config.reward.floor_percentile) == ('floor_unit', 20)
+  assert priors.build_prior(config, 1).context == 1
