@@ -78,15 +78,19 @@ def main(_):
     command = ['nice', '-n', '19', sys.executable, os.path.abspath(__file__), f'--child={frames}',
                f'--size={_SIZE.value}']
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    timed_out = False
     try:
       out, _ = process.communicate(timeout=_MAX_SECONDS.value)
     except subprocess.TimeoutExpired:
       process.kill()
       out, _ = process.communicate()
+      timed_out = True
     lines = [json.loads(line) for line in out.splitlines() if line.startswith('{')]
-    result = lines[-1] if lines else {'frames': frames, 'error': f'exit {process.returncode}'}
-    if not result.get('scored'):
+    result = lines[-1] if lines else {'frames': frames}
+    if timed_out:
       result['note'] = f'not scored within {_MAX_SECONDS.value} s; compile-time figures only'
+    elif not result.get('scored'):
+      result['error'] = f'the child exited with status {process.returncode} (its stderr is above)'
     results.append(result)
   print(json.dumps({'benchmark': 'reward_memory', 'results': results}))
 

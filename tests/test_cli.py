@@ -134,3 +134,14 @@ def test_command_help_prints_its_own_flags_and_exits_0(command, capsys):
   assert cli.main(['viper', command, '--helpfull']) == 0
   out = capsys.readouterr().out
   assert 'all flags:' in out and '--workdir' in out and '--stages' in out  # every flag
+
+
+def test_experiment_configs_resolve_from_any_directory(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # no experiments/ here: the checkout's file is used
+  assert configs.load_config('experiments/quickstart.py:dmc:point_mass-easy').task == \
+      'dmc:point_mass-easy'
+  code = cli.main(['viper', 'config', '--config=experiments/quickstart.py:dmc:point_mass-easy',
+                   '--check'])
+  assert code == 0
+  with pytest.raises(configs.ConfigError, match='not found here or under'):
+    configs.load_config('experiments/nope.py')

@@ -10,8 +10,23 @@ import pathlib
 import ml_collections
 
 
+# The checkout this package was imported from: `experiments/...` resolves here from any directory.
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
 class ConfigError(ValueError):
   """A config file or override that cannot be used; the message says what was expected."""
+
+
+def find_config_file(path: str) -> pathlib.Path:
+  """`path`, or for a relative path not found from here, the same path under REPO_ROOT."""
+  file = pathlib.Path(path)
+  if file.is_file():
+    return file
+  if not file.is_absolute() and (REPO_ROOT / file).is_file():
+    return REPO_ROOT / file
+  raise ConfigError(f'config file {path!r} not found here or under {REPO_ROOT} (expected e.g. '
+                    '--config=experiments/quickstart.py or experiments/quickstart.py:TASK)')
 
 
 def split_config_spec(spec: str) -> tuple[str, str | None]:
@@ -23,10 +38,7 @@ def split_config_spec(spec: str) -> tuple[str, str | None]:
 def load_config(spec: str) -> ml_collections.ConfigDict:
   """Imports the config file and calls its get_config(arg); the result is locked."""
   path, arg = split_config_spec(spec)
-  file = pathlib.Path(path)
-  if not file.is_file():
-    raise ConfigError(f'config file {path!r} not found (expected e.g. '
-                      '--config=experiments/quickstart.py or experiments/quickstart.py:TASK)')
+  file = find_config_file(path)
   module_spec = importlib.util.spec_from_file_location(f'_viper_config_{file.stem}', file)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
