@@ -19,6 +19,8 @@ TINY = {  # every stage a few steps, 16x16 frames, episodes of 10 agent steps
     'table.dmc.time_limit': 10, 'table.atari.time_limit': 10,
     'table.atari.action_repeat': 2,  # one video model needs one frame rate (the multi-task one)
     'table.dmc.train_episodes': 2, 'table.atari.train_episodes': 2,
+    'table.dmc.tokenizer_channel_mult': (1, 2), 'table.atari.tokenizer_channel_mult': (1, 2),
+    'table.dmc.tokenizer_steps': 3, 'table.atari.tokenizer_steps': 3,
     'table.multitask_tokenizer_steps': 3, 'table.multitask_prior_steps': 3,
     'collect.test_episodes': 1, 'collect.test_noise_levels': (0.0, 0.5),
     'collect.random_test_episodes': 1, 'collect.workers': 1,
@@ -38,6 +40,15 @@ def _format(value, inner=False) -> str:
   if isinstance(value, tuple):
     return '(' + ','.join(_format(v, True) for v in value) + (',)' if len(value) == 1 else ')')
   return repr(value) if isinstance(value, str) and inner else str(value)
+
+
+def test_rows_take_their_suites_tokenizer():
+  config = configs.load_config('experiments/quality.py')
+  pong, cartpole = (quality_table.row_config(config, t) for t in ('atari:pong', 'dmc:cartpole-balance'))
+  assert pong.tokenizer.channel_mult == config.table.atari.tokenizer_channel_mult == (1, 2, 2)
+  assert pong.tokenizer.train.steps == config.table.atari.tokenizer_steps
+  assert cartpole.tokenizer.channel_mult == config.table.dmc.tokenizer_channel_mult == (1, 2, 2, 2)
+  assert cartpole.tokenizer.foreground_weight == config.table.dmc.tokenizer_foreground_weight
 
 
 @pytest.fixture(scope='module')

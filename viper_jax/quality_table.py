@@ -58,6 +58,9 @@ def row_config(config, task: str, tasks=(), train_episodes: int | None = None):
   config.env.action_repeat = settings.action_repeat
   config.env.time_limit = settings.time_limit
   config.collect.train_episodes = train_episodes or settings.train_episodes
+  config.tokenizer.channel_mult = settings.tokenizer_channel_mult
+  config.tokenizer.train.steps = settings.tokenizer_steps
+  config.tokenizer.foreground_weight = settings.tokenizer_foreground_weight
   if tasks:
     config.tokenizer.train.steps = config.table.multitask_tokenizer_steps
     config.prior.train.steps = config.table.multitask_prior_steps
