@@ -143,5 +143,6 @@ def test_experiment_configs_resolve_from_any_directory(tmp_path, monkeypatch):
   code = cli.main(['viper', 'config', '--config=experiments/quickstart.py:dmc:point_mass-easy',
                    '--check'])
   assert code == 0
+  assert cli.main(['viper', 'config', '--config', 'experiments/quickstart.py', '--check']) == 0
   with pytest.raises(configs.ConfigError, match='not found here or under'):
     configs.load_config('experiments/nope.py')

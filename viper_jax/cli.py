@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
       sys.exit(2)
 
   # config_flags finds `--config.x=` overrides in sys.argv itself, so it must hold this argv.
-  saved_argv, sys.argv = sys.argv, [f'viper {command}'] + _config_from_anywhere(argv[2:])
+  saved_argv, sys.argv = sys.argv, [f'viper {command}'] + configs.resolve_config_in_argv(argv[2:])
   defined = set(flags.FLAGS)
   try:
     app.run(run_command, argv=sys.argv)
@@ -341,20 +341,6 @@ def main(argv: list[str] | None = None) -> int:
     for name in set(flags.FLAGS) - defined:
       delattr(flags.FLAGS, name)
   return 0
-
-
-def _config_from_anywhere(args: list[str]) -> list[str]:
-  """args with `--config=experiments/F.py[:ARG]` pointed at this checkout's file when the path is
-  not found from the working directory (configs.find_config_file); other args unchanged."""
-  out = []
-  for arg in args:
-    if arg.startswith('--config='):
-      path, task = configs.split_config_spec(arg[len('--config='):])
-      with contextlib.suppress(configs.ConfigError):  # config_flags then reports the bad path
-        path = str(configs.find_config_file(path))
-      arg = f'--config={path}' + ('' if task is None else f':{task}')
-    out.append(arg)
-  return out
 
 
 def console_main():

@@ -68,13 +68,34 @@ def override_keys(argv: list[str], flag: str = 'config') -> list[str]:
   return [arg[len(prefix):].split('=', 1)[0] for arg in argv if arg.startswith(prefix)]
 
 
-def config_spec_from_argv(argv: list[str], flag: str = 'config') -> str | None:
+def _config_arg(argv: list[str], flag: str) -> tuple[int, str] | None:
+  """(index of the argument holding `--flag`'s value, the text before the value in it) or None."""
   for i, arg in enumerate(argv):
     if arg.startswith(f'--{flag}='):
-      return arg.split('=', 1)[1]
+      return i, f'--{flag}='
     if arg == f'--{flag}' and i + 1 < len(argv):
-      return argv[i + 1]
+      return i + 1, ''
   return None
+
+
+def config_spec_from_argv(argv: list[str], flag: str = 'config') -> str | None:
+  found = _config_arg(argv, flag)
+  return None if found is None else argv[found[0]][len(found[1]):]
+
+
+def resolve_config_in_argv(argv: list[str], flag: str = 'config') -> list[str]:
+  """argv with its `--flag` config path as find_config_file finds it (from any directory);
+  unchanged when there is none or it is not found (the flag's loader then reports it)."""
+  found = _config_arg(argv, flag)
+  if found is None:
+    return argv
+  index, prefix = found
+  path, arg = split_config_spec(argv[index][len(prefix):])
+  try:
+    path = str(find_config_file(path))
+  except ConfigError:
+    return argv
+  return [*argv[:index], prefix + path + ('' if arg is None else f':{arg}'), *argv[index + 1:]]
 
 
 def check_overrides(argv: list[str], flag: str = 'config') -> None:
