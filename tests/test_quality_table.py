@@ -161,3 +161,11 @@ def test_linking_takes_only_the_rows_own_planned_episodes(tmp_path):
                                        'dmc:cartpole-balance', wanted)
   names = sorted(p.name for p in (tmp_path / 'small' / 'dmc_cartpole-balance' / 'train').iterdir())
   assert linked == 2 and names == sorted(w.split('/')[1] for w in wanted)
+
+
+def test_markdown_never_rounds_a_miss_up_to_the_bar():
+  row = dict(model='single', task='dmc:pendulum-swingup', episodes=16, spearman=0.7979,
+             auroc=0.9496, psnr=28.47, train_bits=0.12, val_bits=0.2, seconds=600.0)
+  line = quality_table.format_markdown([row]).splitlines()[-1]
+  assert '| 0.798 | 0.950 | 28.5 |' in line and '0.80 |' not in line
+  assert '| 10.0 |' in line  # wall time in minutes

@@ -209,6 +209,8 @@ def _cell(value, column: str) -> str:
   if column == 'seconds':
     return f'{value / 60:.1f}'
   if isinstance(value, float):
+    if column in ('spearman', 'auroc'):  # 3 places: 0.798 must not print as the bar's 0.80
+      return f'{value:.3f}'
     return f'{value:.1f}' if column == 'psnr' else f'{value:.2f}'
   return f'`{value}`' if column == 'task' else str(value)
 
