@@ -146,3 +146,20 @@ def test_experiment_configs_resolve_from_any_directory(tmp_path, monkeypatch):
   assert cli.main(['viper', 'config', '--config', 'experiments/quickstart.py', '--check']) == 0
   with pytest.raises(configs.ConfigError, match='not found here or under'):
     configs.load_config('experiments/nope.py')
+
+
+def test_main_forgets_its_overrides_but_keeps_flags_that_libraries_define(monkeypatch, capsys):
+  """grain defines absl flags when a command first imports it; deleting those after main() broke
+  every later grain dataset in the process (AttributeError on its flag)."""
+  from absl import flags
+
+  def command():  # stands in for a command whose first import defines a library flag
+    if 'test_lazy_library_flag' not in flags.FLAGS:
+      flags.DEFINE_string('test_lazy_library_flag', 'x', 'defined on first import')
+  monkeypatch.setitem(cli.COMMANDS, 'config', (command,) + tuple(cli.COMMANDS['config'][1:]))
+  for seed in (1, 2):  # the same override key twice in one process
+    assert cli.main(['viper', 'config', '--config=experiments/quickstart.py',
+                     f'--config.agent.seed={seed}']) == 0
+    assert 'test_lazy_library_flag' in flags.FLAGS
+    assert not any(name.startswith('config.') for name in flags.FLAGS)
+  assert flags.FLAGS.test_lazy_library_flag == 'x'

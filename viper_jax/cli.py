@@ -337,9 +337,11 @@ def main(argv: list[str] | None = None) -> int:
   finally:
     sys.argv = saved_argv
     # config_flags defines one absl flag per override key; forget them so that another
-    # main() in this process (tests, notebooks) may override the same keys again.
+    # main() in this process (tests, notebooks) may override the same keys again. Only those:
+    # flags that libraries define when the command first imports them (grain's) must stay.
     for name in set(flags.FLAGS) - defined:
-      delattr(flags.FLAGS, name)
+      if name.startswith(f'{_CONFIG.name}.'):
+        delattr(flags.FLAGS, name)
   return 0
 
 
