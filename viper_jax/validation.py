@@ -20,6 +20,7 @@ from viper_jax.configs import ConfigError
 
 PRIOR_KINDS = ('ar', 'maskgit')
 QUANTIZERS = ('ema', 'straight_through')
+LR_DECAYS = ('constant', 'cosine')  # the video stages' train.decay
 REDUCTIONS = ('sum', 'mean')
 LIKELIHOODS = ('conditional', 'joint')
 SCALINGS = ('none', 'standardize', 'minmax', 'floor', 'floor_unit')
@@ -112,6 +113,7 @@ def check_collect(config) -> None:
 
 def check_tokenizer(config) -> None:
   one_of(config, 'tokenizer.quantizer', QUANTIZERS)
+  one_of(config, 'tokenizer.train.decay', LR_DECAYS)
   positive(config, 'tokenizer.channels', 'tokenizer.code_dim', 'tokenizer.num_res_blocks')
   positive(config, 'tokenizer.codebook_size', low=2)
   positive(config, *(f'tokenizer.train.{f}' for f in (
@@ -128,6 +130,7 @@ def check_tokenizer(config) -> None:
 def check_prior(config) -> None:
   p = config.prior
   one_of(config, 'prior.kind', PRIOR_KINDS)
+  one_of(config, 'prior.train.decay', LR_DECAYS)
   positive(config, 'prior.context', 'prior.frame_skip', 'prior.num_layers', 'prior.num_heads',
            'prior.width', 'prior.train.window')
   positive(config, *(f'prior.train.{f}' for f in (

@@ -93,12 +93,13 @@ def warmup_schedule(learning_rate: float, warmup_steps: int, decay: str = 'const
   gradient norm grew 3-10x while codes spread out; README, 'Reward quality across tasks').
   """
   import optax
-  if decay not in ('constant', 'cosine'):
-    raise ValueError(f"train.decay must be 'constant' or 'cosine', got {decay!r}")
+  from viper_jax.validation import LR_DECAYS
+  if decay not in LR_DECAYS:
+    raise ValueError(f"train.decay must be {' or '.join(map(repr, LR_DECAYS))}, got {decay!r}")
   warmup_steps = max(int(warmup_steps), 1)
-  start = learning_rate / warmup_steps if warmup_steps > 1 else learning_rate
+  start = learning_rate / warmup_steps
   if decay == 'constant':
-    if warmup_steps <= 1:
+    if warmup_steps == 1:
       return optax.constant_schedule(learning_rate)
     return optax.linear_schedule(start, learning_rate, warmup_steps - 1)
   return optax.warmup_cosine_decay_schedule(
@@ -109,13 +110,13 @@ def make_optimizer(train_cfg, learning_rate: float | None = None):
   """Clip by global norm, then AdamW (b1 0.9, b2 0.99) with the warm-up schedule above.
 
   train_cfg: a stage's `train` section (grad_clip, warmup_steps, weight_decay, learning_rate,
-    steps, and optionally decay);
+    steps, decay);
   learning_rate overrides train_cfg.learning_rate (the tokenizer's discriminator has its own).
   """
   import optax
   rate = train_cfg.learning_rate if learning_rate is None else learning_rate
   return optax.chain(
       optax.clip_by_global_norm(train_cfg.grad_clip),
-      optax.adamw(warmup_schedule(rate, train_cfg.warmup_steps, train_cfg.get('decay', 'constant'),
-                                  train_cfg.steps), b1=0.9, b2=0.99,
+      optax.adamw(warmup_schedule(rate, train_cfg.warmup_steps, train_cfg.decay, train_cfg.steps),
+                  b1=0.9, b2=0.99,
                   weight_decay=train_cfg.weight_decay))
