@@ -70,6 +70,7 @@ def test_table_rows_and_files(table):
     assert row['done'], row
     assert row['psnr'] is not None and row['val_bits'] is not None and row['seconds'] > 0
     assert row['train_bits'] is not None and row['auroc'] is not None
+    assert row['test_episodes'] == 3  # one per test noise level (0.0, 0.5) and one random
   # The study row with the table's own episode count is the table's row, not a second model.
   assert rows[2]['workdir'] == rows[0]['workdir']
   # The multi-task model's episodes are the single-task rows' files, linked, not collected again.
@@ -94,23 +95,49 @@ def test_conditioning_matrix_shape_and_task_names(table):
   assert check['conditioning']['matrix'] == result['matrix']
 
 
-def test_rerun_resumes_without_training(table):
-  before = (table / 'quality_table.json').read_text()
-  markers = sorted(table.glob('**/pipeline/*.json'))
-  stamps = [p.stat().st_mtime_ns for p in markers]
+def _tiny_config(**overrides):
+  """experiments/quality.py with TINY and then `overrides` ({'a.b': value}) applied."""
   config = configs.load_config('experiments/quality.py')
   with config.unlocked():
-    for key, value in TINY.items():
+    for key, value in {**TINY, **overrides}.items():
       node = config
       *parents, leaf = key.split('.')
       for part in parents:
         node = node[part]
       node[leaf] = value
+  return config
+
+
+def test_rerun_resumes_without_training(table):
+  before = (table / 'quality_table.json').read_text()
+  markers = sorted(table.glob('**/pipeline/*.json'))
+  stamps = [p.stat().st_mtime_ns for p in markers]
   lines = []
-  quality_table.run(config, table, log=lines.append)
+  quality_table.run(_tiny_config(), table, log=lines.append)
   assert [p.stat().st_mtime_ns for p in markers] == stamps, 'no stage ran again'
   assert not any(line.endswith('running') for line in lines)
   assert json.loads((table / 'quality_table.json').read_text()) == json.loads(before)
+
+
+def test_more_test_episodes_rescore_without_retraining(table):
+  """A config that plans more test episodes reopens collect and reward-check of every model, not
+  the training stages; one that plans more train episodes refuses to reuse the trained models."""
+  models = [table / 'dmc_cartpole-balance', table / 'atari_pong', table / 'multitask']
+  trained = {p: p.stat().st_mtime_ns for m in models
+             for p in (m / 'pipeline' / 'train-tokenizer.json', m / 'pipeline' / 'train-prior.json')}
+  first = json.loads((table / 'quality_table.json').read_text())
+  quality_table.run(_tiny_config(**{'collect.random_test_episodes': 2}), table, log=lambda _: None)
+  assert {p: p.stat().st_mtime_ns for p in trained} == trained, 'no model was retrained'
+  for model in models[:2]:
+    scored = json.loads((model / 'reward' / 'check.json').read_text())['per_episode']
+    assert sum(e['group'] == 'random' for e in scored) == 2, model
+  for task in TASKS:  # the shared model scores its tasks' new episodes too (linked or collected)
+    assert len(EpisodeStore(table / 'multitask' / 'episodes').paths(task, 'test')) == 4
+  rows = json.loads((table / 'quality_table.json').read_text())
+  assert all(b['seconds'] > a['seconds'] for a, b in zip(first, rows)), 'wall time counts both runs'
+  with pytest.raises(ValueError, match='train episodes that its store lacks.*train-tokenizer'):
+    quality_table.run(_tiny_config(**{'collect.random_test_episodes': 2,
+                                      'table.dmc.train_episodes': 3}), table, log=lambda _: None)
 
 
 def test_atari_reward_ignores_the_score_region_only_when_masked(table):
@@ -164,8 +191,9 @@ def test_linking_takes_only_the_rows_own_planned_episodes(tmp_path):
 
 
 def test_markdown_never_rounds_a_miss_up_to_the_bar():
-  row = dict(model='single', task='dmc:pendulum-swingup', episodes=16, spearman=0.7979,
+  row = dict(model='single', task='dmc:pendulum-swingup', episodes=16, test_episodes=None,
+             spearman=0.7979,
              auroc=0.9496, psnr=28.47, train_bits=0.12, val_bits=0.2, seconds=600.0)
   line = quality_table.format_markdown([row]).splitlines()[-1]
-  assert '| 0.798 | 0.950 | 28.5 |' in line and '0.80 |' not in line
+  assert '| 16 | - | 0.798 | 0.950 | 28.5 |' in line and '0.80 |' not in line
   assert '| 10.0 |' in line  # wall time in minutes

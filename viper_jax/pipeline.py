@@ -147,12 +147,56 @@ def _write_marker(workdir: epath.Path, stage: str, result: dict, seconds: float)
       {'stage': stage, 'seconds': seconds, 'result': result}, default=lambda o: repr(o)))
 
 
+# Finished stages that read the train episodes: more of those would need them retrained.
+_TRAIN_READERS = ('train-tokenizer', 'train-prior', 'reward-stats')
+
+
+def reopen_collect(configs, workdir, log: Callable[[str], None] = print) -> int:
+  """Reopens a finished collect when the config now plans episodes the store lacks.
+
+  configs: one config per task collected into the workdir's store. More test episodes change only
+  the evaluation: collect and reward-check lose their markers, so the run adds the episodes and
+  scores them all. More train episodes would change finished models, which are never retrained
+  silently: that raises, naming the stages. Returns how many planned episodes were missing.
+  """
+  workdir = epath.Path(workdir)
+  if not _marker(workdir, 'collect').exists():
+    return 0
+  from viper_jax.data import collect
+  jobs = [job for c in configs for job in collect.missing(c, workdir, policy_loaders(c))]
+  new_train = sum(job.split == 'train' for job in jobs)
+  trained = [s for s in _TRAIN_READERS if _marker(workdir, s).exists()]
+  if new_train and trained:
+    raise ValueError(
+        f'{workdir}: the config plans {new_train} train episodes that its store lacks, but '
+        f'{", ".join(trained)} finished on the episodes there. Use a new workdir, or delete '
+        f'those stages\' files in {workdir / "pipeline"} to retrain them on the larger set.')
+  if jobs:
+    log(f'[collect] the config plans {len(jobs)} episodes that the store lacks '
+        f'({len(jobs) - new_train} test, {new_train} train): collecting them; reward-check reruns')
+    spent = json.loads(_marker(workdir, 'reopened').read_text()).get('seconds', 0.0) \
+        if _marker(workdir, 'reopened').exists() else 0.0
+    for stage in ('collect', 'reward-check'):
+      if _marker(workdir, stage).exists():
+        spent += json.loads(_marker(workdir, stage).read_text())['seconds']
+    # The reopened stages' time so far, so a row's wall time still counts all of it.
+    atomic.write(_marker(workdir, 'reopened'), json.dumps({'seconds': spent}))
+    for stage in ('collect', 'reward-check'):
+      _marker(workdir, stage).unlink(missing_ok=True)
+  return len(jobs)
+
+
 def run(config, workdir, stages=STAGES, log: Callable[[str], None] = print) -> dict:
-  """Runs the missing stages in order, then rebuilds the report. Returns {stage: marker dict}."""
+  """Runs the missing stages in order, then rebuilds the report. Returns {stage: marker dict}.
+
+  A finished collect is reopened when the config plans more episodes (see `reopen_collect`).
+  """
   from viper_jax import report, validation
   validation.validate(config, stages, workdir)  # every stage's fields, before the first one runs
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  if 'collect' in stages:
+    reopen_collect([config], workdir, log)
   done = {}
   for stage in stages:
     marker = _marker(workdir, stage)

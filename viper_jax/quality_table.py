@@ -8,6 +8,7 @@ task-conditioned model over `table.multitask` (`<workdir>/multitask/`, whose rew
 writes the conditioning matrix). It writes `<workdir>/quality_table.md` (for the README) and
 `quality_table.json`, one row per model and task:
 
+  test_episodes  how many graded held-out episodes the Spearman and AUROC are over
   spearman       Spearman(mean reward per step, true return) over the graded held-out episodes
   auroc          AUROC of expert (noise 0) vs random held-out episodes by mean reward
   psnr           tokenizer PSNR on held-out expert frames (dB)
@@ -18,7 +19,8 @@ writes the conditioning matrix). It writes `<workdir>/quality_table.md` (for the
 Stages resume and finished ones are skipped, so a rerun continues where it stopped; rows not yet
 run appear with their figures missing. Episodes are planned with fixed seeds, so a row whose
 episodes another row already collected (the study, the multi-task model) hard-links them instead
-of rendering them again.
+of rendering them again. A config that plans more test episodes than a finished row has reopens
+only its collect and reward-check (`pipeline.reopen_collect`): the models are kept.
 """
 from __future__ import annotations
 
@@ -36,8 +38,8 @@ from etils import epath
 from viper_jax import atomic
 
 TABLE_STAGES = ('collect', 'train-tokenizer', 'train-prior', 'reward-check')
-COLUMNS = ('model', 'task', 'episodes', 'spearman', 'auroc', 'psnr', 'train_bits', 'val_bits',
-           'seconds')
+COLUMNS = ('model', 'task', 'episodes', 'test_episodes', 'spearman', 'auroc', 'psnr', 'train_bits',
+           'val_bits', 'seconds')
 
 
 def suite(task: str) -> str:
@@ -131,25 +133,24 @@ def link_episodes(sources, root, task: str, wanted: set[str]) -> int:
 def run_model(row: dict, log: Callable[[str], None] = print) -> None:
   """Runs (or resumes) one model's stages in its workdir."""
   from viper_jax import pipeline
-  workdir, config = row['workdir'], row['config']
-  store = config.collect.root or str(workdir / 'episodes')
   from viper_jax.data import collect
   from viper_jax.data.store import EpisodeStore
-  for task in row['tasks']:
-    task_config = config if len(row['tasks']) == 1 else row_config(config, task)
+  workdir, config = row['workdir'], row['config']
+  store = collect.store_root(config, workdir)
+  task_configs = ([config] if len(row['tasks']) == 1 else
+                  [row_config(config, task) for task in row['tasks']])
+  # Before linking: episodes linked in would hide that the finished reward-check never scored them.
+  pipeline.reopen_collect(task_configs, workdir, log)
+  for task, task_config in zip(row['tasks'], task_configs):
     wanted = {f'{job.split}/{epath.Path(job.path).name}'
               for job in collect.plan_jobs(task_config, EpisodeStore(store))}
     linked = link_episodes(row['sources'], store, task, wanted)
     if linked:
       log(f'[{workdir.name}] {linked} episodes of {task} linked from finished rows')
-  if len(row['tasks']) == 1:
-    pipeline.run(config, workdir, stages=TABLE_STAGES, log=log)
-    return
   marker = workdir / 'pipeline' / 'collect.json'
-  if not marker.exists():  # one collect per task into the shared store, then the shared model
-    start = time.time()
-    for task in row['tasks']:
-      task_config = row_config(config, task)
+  if len(row['tasks']) > 1 and not marker.exists():
+    start = time.time()  # one collect per task into the shared store, then the shared model
+    for task_config in task_configs:
       collect.run(task_config, str(workdir), pipeline.policy_loaders(task_config))
     atomic.write_json(marker, {'stage': 'collect', 'seconds': time.time() - start, 'result': {}})
   pipeline.run(config, workdir, stages=TABLE_STAGES, log=log)
@@ -186,19 +187,21 @@ def model_figures(row: dict) -> list[dict]:
   """The table rows of one model (one per task), from what its stages wrote."""
   workdir = row['workdir']
   markers = [_read_json(workdir / 'pipeline' / f'{s}.json') for s in TABLE_STAGES]
+  reopened = _read_json(workdir / 'pipeline' / 'reopened.json')  # see pipeline.reopen_collect
   common = dict(
       model=row['model'], episodes=int(row['config'].collect.train_episodes),
       psnr=_read_json(workdir / 'tokenizer' / 'result.json').get('psnr'),
       train_bits=train_bits(workdir / 'prior'),
       val_bits=_read_json(workdir / 'prior' / 'result.json').get('val_bits_per_token'),
-      seconds=sum(m.get('seconds', 0.0) for m in markers) if markers[-1] else None,
+      seconds=sum(m.get('seconds', 0.0) for m in markers + [reopened]) if markers[-1] else None,
       done=bool(markers[-1]), workdir=str(workdir))
   if len(row['tasks']) == 1:
     check = _read_json(workdir / 'reward' / 'check.json')
     per_task = {row['tasks'][0]: check}
   else:
     per_task = _read_json(workdir / 'reward' / 'conditioning.json').get('per_task', {})
-  return [dict(common, task=task, spearman=_finite(per_task.get(task, {}).get('spearman')),
+  return [dict(common, task=task, test_episodes=per_task.get(task, {}).get('episodes'),
+               spearman=_finite(per_task.get(task, {}).get('spearman')),
                auroc=_finite(per_task.get(task, {}).get('auroc_expert_vs_random')))
           for task in row['tasks']]
 
@@ -217,9 +220,9 @@ def _cell(value, column: str) -> str:
 
 def format_markdown(rows: list[dict]) -> str:
   """The table as markdown; rows of the same task sit together, single-task model first."""
-  header = ('model', 'task', 'expert episodes', 'Spearman', 'AUROC', 'PSNR (dB)',
-            'train bits/token', 'val bits/token', 'wall (min)')
-  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * 2 + '---:|' * 7]
+  header = ('model', 'task', 'expert episodes', 'scored episodes', 'Spearman', 'AUROC',
+            'PSNR (dB)', 'train bits/token', 'val bits/token', 'wall (min)')
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * 2 + '---:|' * 8]
   order = {task: i for i, task in enumerate(dict.fromkeys(r['task'] for r in rows))}
   for row in sorted(rows, key=lambda r: order[r['task']]):
     lines.append('| ' + ' | '.join(_cell(row[c], c) for c in COLUMNS) + ' |')

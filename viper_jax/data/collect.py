@@ -163,6 +163,19 @@ def _existing_ok(path: str) -> bool:
     return False
 
 
+def store_root(config, workdir) -> str:
+  """The episode store a config collects into: collect.root, else <workdir>/episodes."""
+  return config.collect.root or str(epath.Path(workdir) / 'episodes')
+
+
+def missing(config, workdir,
+            policy_loaders: Mapping[str, policies.PolicyLoader] = {}) -> list[EpisodeJob]:
+  """The planned episodes whose files are not in the store (e.g. the config now asks for more
+  test episodes than a finished collect wrote). Only names are checked, so this is cheap."""
+  jobs = plan_jobs(config, EpisodeStore(store_root(config, workdir)), policy_loaders)
+  return [job for job in jobs if not epath.Path(job.path).exists()]
+
+
 def summarize(jobs: list[EpisodeJob]) -> list[dict]:
   """Mean true return per (split, policy, noise) over the planned episode files."""
   groups: dict[tuple, list] = {}
@@ -199,8 +212,7 @@ def run(config, workdir, policy_loaders: Mapping[str, policies.PolicyLoader] = {
   """
   from viper_jax import validation
   validation.validate(config, ['collect'], workdir)
-  root = config.collect.root or str(epath.Path(workdir) / 'episodes')
-  store = EpisodeStore(root)
+  store = EpisodeStore(store_root(config, workdir))
   jobs = plan_jobs(config, store, policy_loaders)
   todo = [job for job in jobs if not _existing_ok(job.path)]
   print(f'collect {config.task}: {len(jobs)} episodes planned, {len(jobs) - len(todo)} already '
