@@ -140,6 +140,31 @@ def test_more_test_episodes_rescore_without_retraining(table):
                                       'table.dmc.train_episodes': 3}), table, log=lambda _: None)
 
 
+def test_reward_check_out_scores_another_store_and_leaves_the_models_check(table, tmp_path):
+  from viper_jax.reward import check
+  row = quality_table.plan(_tiny_config(), table)[0]
+  config, own = row['config'], row['workdir'] / 'reward' / 'check.json'
+  before = (own.read_text(), os.stat(own).st_mtime_ns)
+  with config.unlocked():
+    config.data.root = str(table / 'multitask' / 'episodes')  # the same task's files, linked
+  result = check.run(config, row['workdir'], out_dir=tmp_path / 'other')
+  assert (own.read_text(), os.stat(own).st_mtime_ns) == before
+  written = json.loads((tmp_path / 'other' / 'check.json').read_text())
+  assert written['spearman_ceiling'] == result['spearman_ceiling'] <= 1.0
+  assert len(written['spearman_interval90']) == 2
+  assert (tmp_path / 'other' / 'shape.json').exists()
+  assert (tmp_path / 'other' / 'reward_vs_return.png').stat().st_size > 0
+  # The shared model on a store of one of its tasks: scored, without a conditioning matrix.
+  shared = quality_table.plan(_tiny_config(), table)[-1]
+  config = shared['config']
+  with config.unlocked():
+    config.data.root = str(row['workdir'] / 'episodes')
+  result = check.run(config, shared['workdir'], out_dir=tmp_path / 'shared')
+  held_out = EpisodeStore(row['workdir'] / 'episodes').paths(TASKS[0], 'test')
+  assert 'conditioning' not in result and result['episodes'] == len(held_out) >= 3
+  assert not (tmp_path / 'shared' / 'conditioning.json').exists()
+
+
 def test_atari_reward_ignores_the_score_region_only_when_masked(table):
   model = reward.load(table / 'atari_pong')
   assert model.config.data.mask_score
@@ -160,6 +185,15 @@ def test_atari_reward_ignores_the_score_region_only_when_masked(table):
   difference = np.abs(np.asarray(unmasked.log_likelihood(changed))
                       - np.asarray(unmasked.log_likelihood(frames)))
   assert difference.max() > 1e-3, 'without the mask the score region reaches the reward'
+
+
+def test_a_rows_store_can_be_set_from_the_command_line(capsys):
+  """Row configs keep the placeholder types: `--config.data.root=...` once failed to parse on
+  them (None-typed), so a row's model could not score another store."""
+  argv = ['viper', 'config', '--config=experiments/quality.py:dmc:pendulum-swingup',
+          '--config.data.root=/elsewhere/episodes', '--config.collect.root=/elsewhere/episodes']
+  assert cli.main(argv) == 0
+  assert capsys.readouterr().out.count('/elsewhere/episodes') == 2
 
 
 def test_every_row_of_the_full_table_is_a_valid_experiment(tmp_path):

@@ -39,3 +39,26 @@ def test_episode_groups():
   assert check.episode_group('expert-noise0.00-0000.npz', 'expert:scripted') == 'expert'
   assert check.episode_group('expert-noise0.25-0001.npz', 'expert:scripted') == 'noise0.25'
   assert check.episode_group('random-0000.npz', 'random') == 'random'
+
+
+def test_spearman_ceiling_counts_the_ties_of_the_true_returns():
+  assert check.spearman_ceiling([3.0, 1.0, 2.0, 5.0]) == 1.0
+  # average ranks (1.5, 1.5, 3) against any distinct order (1, 2, 3): 1.5 / sqrt(1.5 * 2)
+  np.testing.assert_allclose(check.spearman_ceiling([0.0, 0.0, 1.0]), np.sqrt(3) / 2)
+  rng = np.random.default_rng(1)
+  true = np.r_[np.zeros(21), rng.uniform(1, 500, 9)]  # pendulum-like: most episodes fail
+  ceiling = check.spearman_ceiling(true)
+  for _ in range(20):  # no reward without ties does better, whatever order it gives the failures
+    reward = true + rng.uniform(0, 0.5, true.size)
+    assert check.spearman(reward, true) <= ceiling + 1e-12
+  assert ceiling < 0.9
+
+
+def test_spearman_interval_brackets_the_estimate():
+  np.testing.assert_allclose(check.spearman_interval([1, 2, 3, 4, 5], [2, 4, 6, 8, 10]), [1, 1])
+  rng = np.random.default_rng(2)
+  true = rng.normal(size=30)
+  mean = true + rng.normal(size=30)
+  low, high = check.spearman_interval(mean, true)
+  assert low < check.spearman(mean, true) < high < 1.0
+  assert check.spearman_interval(mean, true) == [low, high], 'a fixed seed: the same interval'

@@ -22,7 +22,8 @@ _SRC = flags.DEFINE_string('src', None, 'import-reference: folder of the referen
 _SUITE = flags.DEFINE_string('suite', 'dmc', 'import-reference: suite of the imported tasks.')
 _RUNS = flags.DEFINE_list('runs', None, 'compare: LABEL=DIR pairs of agent runs (workdirs).')
 _OUT = flags.DEFINE_string('out', None, 'compare: path of the PNG to write; reward-shape: path of '
-                           'the JSON to write (PNG beside it; default <workdir>/reward/shape.json).')
+                           'the JSON to write (PNG beside it; default <workdir>/reward/shape.json); '
+                           'reward-check: folder for its outputs (default <workdir>/reward).')
 _TARGET = flags.DEFINE_float('target', None, 'compare: draw this return as a dashed line.')
 _X = flags.DEFINE_enum('x', 'frames', ['frames', 'updates'],
                        'compare: x axis, environment frames or gradient updates.')
@@ -94,9 +95,12 @@ def _reward_stats():
 
 def _reward_check():
   from viper_jax.reward import check
-  result = check.run(_require_config('reward-check'), _workdir('reward-check'))
+  result = check.run(_require_config('reward-check'), _workdir('reward-check'), _OUT.value)
+  low, high = result['spearman_interval90']
   print(f"reward check on {result['episodes']} test episodes: Spearman(mean reward, true return) "
-        f"{result['spearman']:.3f}, AUROC expert vs random {result['auroc_expert_vs_random']:.3f}")
+        f"{result['spearman']:.3f} (bootstrap 90% [{low:.2f}, {high:.2f}]; at most "
+        f"{result['spearman_ceiling']:.3f} with these returns' ties), AUROC expert vs random "
+        f"{result['auroc_expert_vs_random']:.3f}")
   for group, g in result['groups'].items():
     print(f"  {group:<10} {g['episodes']:>3} episodes  mean reward {g['mean_reward']:9.2f}  "
           f"true return {g['true_return']:8.1f}")
@@ -217,7 +221,8 @@ COMMANDS = {
     'reward-stats': (_reward_stats, 'expert statistics of the VIPER reward for reward.scale '
                      '(<workdir>/reward/expert_stats.json)'),
     'reward-check': (_reward_check, 'score held-out expert/noisy/random episodes: Spearman, AUROC '
-                     '(<workdir>/reward/check.json)'),
+                     '(<workdir>/reward/check.json, or --out=DIR; --config.data.root=STORE '
+                     'scores another store)'),
     'quality-table': (_quality_table, 'collect, tokenizer, prior and reward check for every task '
                       'of config.table (one workdir each) -> <workdir>/quality_table.{md,json}'),
     'reward-shape': (_reward_shape, 'per-step Spearman of VIPER vs true reward and the reward '
@@ -241,6 +246,7 @@ COMMAND_FLAGS = {
     'envs': (),
     'config': ('config', 'check', 'workdir'),
     'reward-shape': ('config', 'workdir', 'source', 'max_steps', 'out'),
+    'reward-check': ('config', 'workdir', 'out'),
 }
 HELP_FLAGS = ('-h', '--help', '-help', '--helpshort', '-?')
 

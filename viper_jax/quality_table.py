@@ -24,6 +24,7 @@ only its collect and reward-check (`pipeline.reopen_collect`): the models are ke
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -32,7 +33,6 @@ import time
 import uuid
 from typing import Callable
 
-import ml_collections
 from etils import epath
 
 from viper_jax import atomic
@@ -53,7 +53,10 @@ def row_config(config, task: str, tasks=(), train_episodes: int | None = None):
   prior train for table.multitask_*_steps); train_episodes: expert episodes (default: the
   suite's table setting).
   """
-  config = ml_collections.ConfigDict(config.to_dict())  # a deep, unlocked copy
+  # A deep, unlocked copy that keeps placeholder types (to_dict() would turn a None-valued
+  # `data.root` into a field no command-line override can set).
+  config = copy.deepcopy(config)
+  config.unlock()
   settings = config.table[suite(task)]
   config.task = task
   config.data.tasks = tuple(tasks)

@@ -29,6 +29,24 @@ def auroc(positive, negative) -> float:
   return float(u / (len(positive) * len(negative)))
 
 
+def spearman_ceiling(true) -> float:
+  """The most Spearman a reward can reach against `true` without ties of its own. Equal true
+  returns share their average rank, and a reward with distinct values ranks them apart; every
+  such order gives this same value (within a tie the true ranks are constant). Below 1 when many
+  episodes tie (all failures of an all-or-nothing task return 0)."""
+  return spearman(true, scipy.stats.rankdata(true, method='ordinal'))
+
+
+def spearman_interval(mean, true, draws: int = 1000, seed: int = 0) -> list[float]:
+  """Bootstrap 90% interval of Spearman(mean, true), episodes resampled with replacement (fixed
+  seed, so a rerun reports the same interval). [nan, nan] when no resample has a value."""
+  mean, true = np.asarray(mean, np.float64), np.asarray(true, np.float64)
+  rng = np.random.default_rng(seed)
+  values = [spearman(mean[i], true[i]) for i in rng.integers(0, len(mean), (draws, len(mean)))]
+  values = np.array([v for v in values if np.isfinite(v)])
+  return [float('nan')] * 2 if values.size == 0 else np.percentile(values, [5, 95]).tolist()
+
+
 def episode_group(name: str, source: str) -> str:
   """'expert', 'noise0.25', ... or 'random' from an episode file name / its source."""
   if str(source).startswith('random') or name.startswith('random'):
@@ -65,7 +83,8 @@ def summarize(rows: list[dict]) -> dict:
     groups[group] = dict(episodes=len(members),
                          mean_reward=float(np.mean([r['mean_reward'] for r in members])),
                          true_return=float(np.mean([r['true_return'] for r in members])))
-  return dict(spearman=spearman(mean, true),
+  return dict(spearman=spearman(mean, true), spearman_interval90=spearman_interval(mean, true),
+              spearman_ceiling=spearman_ceiling(true),
               auroc_expert_vs_random=auroc(expert, random) if expert and random else float('nan'),
               episodes=len(rows), groups=groups)
 
@@ -88,24 +107,32 @@ def plot(rows: list[dict], summary: dict, path) -> None:
   metrics.save_figure(fig, path)
 
 
-def run(config, workdir) -> dict:
+def run(config, workdir, out_dir=None) -> dict:
+  """Scores the test episodes of the store (config.data.root, else <workdir>/episodes) with the
+  model in `workdir`; writes check.json, the PNGs, shape.json (and conditioning.json for a model
+  of several tasks) into `out_dir`, default <workdir>/reward. Another out_dir scores another
+  store (a finer grading, say) without touching the model's own check."""
   validation.validate(config, ['reward-check'], workdir)
   root = epath.Path(workdir)
+  out_dir = epath.Path(out_dir) if out_dir else root / 'reward'
   model = likelihood.load(root, reward_config=config.reward)  # the experiment's reward
   store, _ = store_and_tasks(config, root)  # where the model's episodes are
   rows = score_episodes(model, store, config.task)
   summary = summarize(rows)
   result = dict(summary, task=config.task, per_episode=rows)
-  if len(model.task_names) > 1:  # one model of several tasks: each task under each task id
+  lacking = [t for t in model.task_names if not store.paths(t, 'test')]
+  if len(model.task_names) > 1 and lacking:  # e.g. another store, of one task: no matrix then
+    print(f'reward-check: no conditioning matrix, {store.root} has no test episodes of {lacking}')
+  elif len(model.task_names) > 1:  # one model of several tasks: each task under each task id
     from viper_jax.reward import conditioning
-    matrix = conditioning.run(model, store, root)
+    matrix = conditioning.run(model, store, out_dir)
     result['conditioning'] = {k: matrix[k] for k in ('tasks', 'matrix', 'diagonal_highest')}
-  out = root / 'reward' / 'check.json'
-  atomic.write_json(out, result)
-  plot(rows, summary, root / 'reward' / 'reward_vs_return.png')
+  atomic.write_json(out_dir / 'check.json', result)
+  plot(rows, summary, out_dir / 'reward_vs_return.png')
   # The same scores, per step: is the reward graded over the held-out behaviour (shape.py)?
   viper, true, episode = shape.concat_episodes([np.asarray(r['rewards'][1:]) for r in rows],
                                                [np.asarray(r['true_rewards'][1:]) for r in rows])
   result['shape'] = shape.write(shape.summarize(viper, true, episode), root,
-                                f'{store.root} ({config.task}, test split)')
+                                f'{store.root} ({config.task}, test split)',
+                                out=out_dir / 'shape.json')
   return result

@@ -61,8 +61,8 @@ def plot(matrix: np.ndarray, tasks: list[str], path) -> None:
   metrics.save_figure(fig, path)
 
 
-def run(model: likelihood.RewardModel, store: EpisodeStore, workdir) -> dict:
-  """Writes <workdir>/reward/conditioning.{json,png}; returns the JSON's dict:
+def run(model: likelihood.RewardModel, store: EpisodeStore, out_dir) -> dict:
+  """Writes <out_dir>/conditioning.{json,png} (out_dir: the run's reward/); returns the JSON's dict:
   tasks, matrix (rows: episodes' task, columns: task id), diagonal_highest per task, per_task
   (reward-check summary of each task's test episodes under its own id)."""
   tasks = list(model.task_names)
@@ -71,7 +71,7 @@ def run(model: likelihood.RewardModel, store: EpisodeStore, workdir) -> dict:
   result = dict(tasks=tasks, matrix=matrix.tolist(),
                 diagonal_highest=[bool(np.argmax(row) == i) for i, row in enumerate(matrix)],
                 per_task=per_task)
-  out = epath.Path(workdir) / 'reward' / 'conditioning.json'
+  out = epath.Path(out_dir) / 'conditioning.json'
   atomic.write_json(out, result, indent=2)
   plot(matrix, tasks, out.parent / 'conditioning.png')
   return result
