@@ -163,3 +163,13 @@ def test_main_forgets_its_overrides_but_keeps_flags_that_libraries_define(monkey
     assert 'test_lazy_library_flag' in flags.FLAGS
     assert not any(name.startswith('config.') for name in flags.FLAGS)
   assert flags.FLAGS.test_lazy_library_flag == 'x'
+
+
+def test_a_flag_from_an_earlier_call_does_not_leak_into_the_next(capsys):
+  """absl keeps flag values between main() calls in one process (tests, notebooks): `--check`
+  once made every later `viper config` validate instead of print."""
+  assert cli.main(['viper', 'config', '--config=experiments/quickstart.py', '--check']) == 0
+  assert 'config OK' in capsys.readouterr().out
+  assert cli.main(['viper', 'config', '--config=experiments/quickstart.py']) == 0
+  out = capsys.readouterr().out
+  assert 'config OK' not in out and 'task: dmc:' in out
