@@ -38,10 +38,6 @@ _STAGES = flags.DEFINE_list('stages', None, 'pipeline: stages to run, in order (
                             'train-agent).')
 
 
-_HOLDERS = (_CONFIG, _WORKDIR, _SRC, _SUITE, _RUNS, _OUT, _TARGET, _X, _CHECK, _SOURCE, _MAX_STEPS,
-            _STAGES)
-
-
 def _require_config(command: str):
   if _CONFIG.value is None:
     raise app.UsageError(f'viper {command} needs --config=experiments/FILE.py[:ARG], e.g. '
@@ -340,8 +336,8 @@ def main(argv: list[str] | None = None) -> int:
   # config_flags finds `--config.x=` overrides in sys.argv itself, so it must hold this argv.
   saved_argv, sys.argv = sys.argv, [f'viper {command}'] + configs.resolve_config_in_argv(argv[2:])
   defined = set(flags.FLAGS)
-  for holder in _HOLDERS:  # absl keeps a flag's value from an earlier main() in this process
-    flags.FLAGS[holder.name].unparse()
+  for flag in flags.FLAGS.get_flags_for_module(__name__):  # absl keeps values between main()s
+    flag.unparse()
   try:
     app.run(run_command, argv=sys.argv)
   except SystemExit as e:

@@ -147,6 +147,12 @@ def _write_marker(workdir: epath.Path, stage: str, result: dict, seconds: float)
       {'stage': stage, 'seconds': seconds, 'result': result}, default=lambda o: repr(o)))
 
 
+def _seconds(workdir: epath.Path, stage: str) -> float:
+  """The seconds a stage's marker records; 0 without a marker."""
+  marker = _marker(workdir, stage)
+  return json.loads(marker.read_text())['seconds'] if marker.exists() else 0.0
+
+
 # Finished stages that read the train episodes: more of those would need them retrained.
 _TRAIN_READERS = ('train-tokenizer', 'train-prior', 'reward-stats')
 
@@ -174,14 +180,11 @@ def reopen_collect(configs, workdir, log: Callable[[str], None] = print) -> int:
   if jobs:
     log(f'[collect] the config plans {len(jobs)} episodes that the store lacks '
         f'({len(jobs) - new_train} test, {new_train} train): collecting them; reward-check reruns')
-    spent = json.loads(_marker(workdir, 'reopened').read_text()).get('seconds', 0.0) \
-        if _marker(workdir, 'reopened').exists() else 0.0
-    for stage in ('collect', 'reward-check'):
-      if _marker(workdir, stage).exists():
-        spent += json.loads(_marker(workdir, stage).read_text())['seconds']
+    reopened = ('collect', 'reward-check')
     # The reopened stages' time so far, so a row's wall time still counts all of it.
+    spent = sum(_seconds(workdir, stage) for stage in ('reopened',) + reopened)
     atomic.write(_marker(workdir, 'reopened'), json.dumps({'seconds': spent}))
-    for stage in ('collect', 'reward-check'):
+    for stage in reopened:
       _marker(workdir, stage).unlink(missing_ok=True)
   return len(jobs)
 

@@ -120,13 +120,14 @@ def run(config, workdir, out_dir=None) -> dict:
   rows = score_episodes(model, store, config.task)
   summary = summarize(rows)
   result = dict(summary, task=config.task, per_episode=rows)
-  lacking = [t for t in model.task_names if not store.paths(t, 'test')]
-  if len(model.task_names) > 1 and lacking:  # e.g. another store, of one task: no matrix then
-    print(f'reward-check: no conditioning matrix, {store.root} has no test episodes of {lacking}')
-  elif len(model.task_names) > 1:  # one model of several tasks: each task under each task id
-    from viper_jax.reward import conditioning
-    matrix = conditioning.run(model, store, out_dir)
-    result['conditioning'] = {k: matrix[k] for k in ('tasks', 'matrix', 'diagonal_highest')}
+  if len(model.task_names) > 1:  # one model of several tasks: each task under each task id
+    lacking = [t for t in model.task_names if not store.paths(t, 'test')]
+    if lacking:  # e.g. another store, of one task: no matrix then
+      print(f'reward-check: no conditioning matrix, {store.root} has no test episodes of {lacking}')
+    else:
+      from viper_jax.reward import conditioning
+      matrix = conditioning.run(model, store, out_dir)
+      result['conditioning'] = {k: matrix[k] for k in ('tasks', 'matrix', 'diagonal_highest')}
   atomic.write_json(out_dir / 'check.json', result)
   plot(rows, summary, out_dir / 'reward_vs_return.png')
   # The same scores, per step: is the reward graded over the held-out behaviour (shape.py)?
