@@ -4,7 +4,8 @@ Usage: python tests/fault_worker.py KIND WORKDIR, KIND one of
   video    tokenizer then prior on synthetic episodes (12 steps each, a checkpoint every 3)
   collect  tiny dmc:cartpole-balance collection (16x16, 12-step episodes)
   agent    tiny DreamerV3 run on dmc:cartpole-balance, env reward, 150 env steps
-Each run appends one JSON line to WORKDIR/runs.jsonl when it finishes.
+Each run appends one JSON line to WORKDIR/runs.jsonl when it finishes. Started by a test, it
+inherits the suite's persistent compilation cache through the environment (tests/conftest.py).
 """
 import json
 import os
@@ -13,12 +14,6 @@ import sys
 
 os.environ.setdefault('MUJOCO_GL', 'egl')
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-
-import jax  # noqa: E402
-
-jax.config.update('jax_compilation_cache_dir',
-                  os.path.join(os.environ.get('TMPDIR', '/tmp'), 'viper_jax_test_jit_cache'))
-jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 
 def video_config(root):

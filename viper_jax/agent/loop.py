@@ -24,7 +24,7 @@ import numpy as np
 import tqdm
 from etils import epath
 
-from viper_jax import atomic, checkpoint, metrics as metrics_lib, validation
+from viper_jax import atomic, checkpoint, metrics as metrics_lib, oneshot, validation
 from viper_jax.agent import agent as agent_lib
 from viper_jax.agent import env_actions, evaluation
 from viper_jax.agent import mesh as agent_mesh
@@ -144,7 +144,7 @@ class Parts:
     """(state on the mesh, key, counters): fresh, or from the newest readable checkpoint."""
     ac = self.cfg
     key, init_key = jax.random.split(jax.random.key(ac.seed))
-    template = {'agent': jax.jit(self.agent.init)(init_key), 'key': jax.random.key_data(key)}
+    template = {'agent': oneshot.run(self.agent.init, init_key), 'key': jax.random.key_data(key)}
     restored, meta, start_step = self.saver.restore(template)
     # Host round trip: fresh and restored states then reach train_step as the same kind of
     # (uncommitted, default-layout) arrays, so a resumed run reuses the compiled program.

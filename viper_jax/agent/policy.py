@@ -56,8 +56,9 @@ def load_policy(directory: str, env) -> AgentPolicy:
   agent_cfg = ml_collections.ConfigDict(cfg['agent'])
   action_dim, discrete = env_actions.action_spec(env.action_space)
   agent = agent_lib.Agent(agent_cfg, action_dim, discrete, tuple(cfg['env']['size']))
-  template = {'agent': agent.init(jax.random.key(0)),
-              'key': jax.random.key_data(jax.random.key(0))}
+  # Shapes only: the checkpoint supplies every value.
+  template = jax.eval_shape(lambda key: {'agent': agent.init(key), 'key': jax.random.key_data(key)},
+                            jax.random.key(0))
   checkpointer = checkpoint.Checkpointer(directory)
   restored, _ = checkpointer.restore(step, template)
   checkpointer.close()

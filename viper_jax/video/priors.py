@@ -14,6 +14,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from viper_jax import oneshot
 from viper_jax.video import maskgit, transformer
 
 
@@ -54,12 +55,18 @@ def build_prior(config, num_tasks: int):
   return KINDS[cfg.kind].module.from_config(cfg, config.tokenizer.codebook_size, h * w)
 
 
-def init_params(prior, key, window: int = 2):
-  """Random params of a prior (window: frames of the init input; params do not depend on it)."""
+def _init_fn(prior, window: int):
+  """key -> random params of a prior (window: frames of the init input; params do not depend
+  on it)."""
   codes = jnp.zeros((1, window, prior.tokens_per_frame), jnp.int32)
-  return jax.jit(lambda k: prior.init(k, codes, jnp.zeros((1,), jnp.int32))['params'])(key)
+  return lambda key: prior.init(key, codes, jnp.zeros((1,), jnp.int32))['params']
+
+
+def init_params(prior, key, window: int = 2):
+  """Random params of a prior."""
+  return oneshot.run(_init_fn(prior, window), key)
 
 
 def abstract_params(prior):
   """The params' shapes and dtypes (jax.ShapeDtypeStruct pytree), computing no weights."""
-  return jax.eval_shape(lambda k: init_params(prior, k), jax.random.key(0))
+  return jax.eval_shape(_init_fn(prior, 2), jax.random.key(0))

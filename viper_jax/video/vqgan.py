@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from viper_jax import parallel
+from viper_jax import oneshot, parallel
 from viper_jax.video import presets
 
 Array = jax.Array
@@ -419,15 +419,14 @@ def init_variables(key: Array, cfg, image_size: tuple[int, int] = (64, 64)):
   and the discriminator's 'params', for frames of image_size (H, W)."""
   frames = jnp.zeros((1, *image_size, 3), jnp.uint8)
 
-  @jax.jit  # one compilation instead of op-by-op dispatch (much faster on CPU)
-  def init(key):
+  def init(key):  # one compiled program, not op-by-op dispatch (much faster on CPU)
     model_key, disc_key = jax.random.split(key)
     variables = VQGAN.from_config(cfg).init(model_key, frames, train=False)
     disc_params = PatchDiscriminator.from_config(cfg).init(
         disc_key, frames_to_float(frames))['params']
     return variables['params'], variables['vq_stats'], disc_params
 
-  return init(key)
+  return oneshot.run(init, key)
 
 
 def make_encode_fn(cfg, params, vq_stats, mesh) -> Callable:
