@@ -8,7 +8,6 @@ import json
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from viper_jax import configs, oneshot
@@ -25,11 +24,10 @@ def _seconds(fn):
 def main():
   video = configs.load_config('experiments/quickstart.py:dmc:cartpole-swingup')
   agent_config = configs.load_config('experiments/agent_cpu.py:dmc:cartpole-swingup')
-  frames = jnp.zeros((1, *video.env.size, 3), jnp.uint8)
   agent = agent_lib.Agent(agent_config.agent, 1, False, tuple(agent_config.env.size))
   inits = {
-      'tokenizer': lambda k: vqgan.VQGAN.from_config(video.tokenizer).init(k, frames, train=False),
-      'prior': priors._init_fn(priors.build_prior(video, 1), 2),
+      'tokenizer': vqgan.init_fn(video.tokenizer, tuple(video.env.size)),
+      'prior': priors.init_fn(priors.build_prior(video, 1), 2),
       'agent': agent.init,
   }
   result = {'backend': jax.default_backend()}

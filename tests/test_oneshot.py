@@ -15,7 +15,7 @@ def test_prior_init_equals_the_jitted_init(tiny_config):
     tiny_config.prior = presets.prior('tiny')
   prior = priors.build_prior(tiny_config, 2)
   key = jax.random.key(3)
-  got, want = priors.init_params(prior, key), jax.jit(priors._init_fn(prior, 2))(key)
+  got, want = priors.init_params(prior, key), jax.jit(priors.init_fn(prior, 2))(key)
   leaves_got, leaves_want = jax.tree.leaves(got), jax.tree.leaves(want)
   assert len(leaves_got) == len(leaves_want) > 0
   for x, y in zip(leaves_got, leaves_want):

@@ -55,7 +55,7 @@ def build_prior(config, num_tasks: int):
   return KINDS[cfg.kind].module.from_config(cfg, config.tokenizer.codebook_size, h * w)
 
 
-def _init_fn(prior, window: int):
+def init_fn(prior, window: int):
   """key -> random params of a prior (window: frames of the init input; params do not depend
   on it)."""
   codes = jnp.zeros((1, window, prior.tokens_per_frame), jnp.int32)
@@ -64,9 +64,9 @@ def _init_fn(prior, window: int):
 
 def init_params(prior, key, window: int = 2):
   """Random params of a prior."""
-  return oneshot.run(_init_fn(prior, window), key)
+  return oneshot.run(init_fn(prior, window), key)
 
 
 def abstract_params(prior):
   """The params' shapes and dtypes (jax.ShapeDtypeStruct pytree), computing no weights."""
-  return jax.eval_shape(_init_fn(prior, 2), jax.random.key(0))
+  return jax.eval_shape(init_fn(prior, 2), jax.random.key(0))

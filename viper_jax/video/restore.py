@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 from etils import epath
 
@@ -90,9 +89,7 @@ def tokenizer(workdir, cfg=None) -> tuple[ml_collections.ConfigDict, dict, int]:
       raise FileNotFoundError(f'no tokenizer in {out}: run `viper train-tokenizer` first')
     cfg = saved.tokenizer
   image_size = tuple(saved.env.size) if saved is not None else (64, 64)
-  frames = jnp.zeros((1, *image_size, 3), jnp.uint8)
-  abstract = jax.eval_shape(
-      lambda k: vqgan.VQGAN.from_config(cfg).init(k, frames, train=False), jax.random.key(0))
+  abstract = jax.eval_shape(vqgan.init_fn(cfg, image_size), jax.random.key(0))
   variables, step, _ = _restore_newest(out / 'checkpoints', 'tokenizer',
                                        lambda meta: dict(abstract))
   return cfg, variables, step

@@ -414,6 +414,13 @@ class PatchDiscriminator(nn.Module):
 # -------------------------------------------------------------------------- init and restart
 
 
+def init_fn(cfg, image_size: tuple[int, int]) -> Callable:
+  """key -> the VQGAN's variables {'params', 'vq_stats'} for frames of image_size (H, W); jit it,
+  or `jax.eval_shape` it for the shapes alone."""
+  frames = jnp.zeros((1, *image_size, 3), jnp.uint8)
+  return lambda key: VQGAN.from_config(cfg).init(key, frames, train=False)
+
+
 def init_variables(key: Array, cfg, image_size: tuple[int, int] = (64, 64)):
   """-> (params, vq_stats, disc_params): the 'params' and 'vq_stats' collections of the VQGAN
   and the discriminator's 'params', for frames of image_size (H, W)."""
@@ -421,7 +428,7 @@ def init_variables(key: Array, cfg, image_size: tuple[int, int] = (64, 64)):
 
   def init(key):  # one compiled program, not op-by-op dispatch (much faster on CPU)
     model_key, disc_key = jax.random.split(key)
-    variables = VQGAN.from_config(cfg).init(model_key, frames, train=False)
+    variables = init_fn(cfg, image_size)(model_key)
     disc_params = PatchDiscriminator.from_config(cfg).init(
         disc_key, frames_to_float(frames))['params']
     return variables['params'], variables['vq_stats'], disc_params
