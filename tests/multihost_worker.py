@@ -12,7 +12,11 @@ import sys
 process_id, num_processes, port, out_dir = (int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]),
                                             sys.argv[4])
 devices_per_process = 4 // num_processes
-os.environ['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices_per_process}'
+# Its own device count; the suite's other XLA flags (tests/conftest.py) stay.
+os.environ['XLA_FLAGS'] = ' '.join(
+    [f for f in os.environ.get('XLA_FLAGS', '').split()
+     if not f.startswith('--xla_force_host_platform_device_count')]
+    + [f'--xla_force_host_platform_device_count={devices_per_process}'])
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -18,7 +18,7 @@ def _free_port() -> int:
 
 def _run(num_processes: int, out_dir) -> list[dict]:
   port = _free_port()
-  env = dict(os.environ, XLA_FLAGS='')
+  env = dict(os.environ)  # the worker sets its own device count
   env.pop('JAX_PLATFORMS', None)
   procs = [subprocess.Popen([sys.executable, WORKER, str(i), str(num_processes), str(port),
                              str(out_dir)], env=env, stdout=subprocess.PIPE,
