@@ -59,6 +59,11 @@ class Checkpointer:
     return sorted(int(s) for s in self._manager.all_steps())
 
   def save(self, step: int, state, meta: dict | None = None, wait: bool = True) -> None:
+    if jax.process_count() == 1:
+      # One host: copy the state to host memory in one go. Handed device arrays replicated over
+      # several devices, orbax compiles a slice per array shape to split the write among the
+      # replicas: 92 compiles and 9 s on the first save of the tiny test tokenizer on 4 devices.
+      state = jax.device_get(state)
     self._manager.save(int(step), args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta or {})), force=True)
     if wait:

@@ -68,12 +68,18 @@ def _write_atomic(path: str, record: dict) -> None:
 
 
 def _create_exclusive(path: str, record: dict) -> bool:
+  """Creates path holding record unless it exists. The record is written to a temp file first and
+  hard-linked into place (which fails if path exists), so no reader ever sees it half-written: a
+  half-written take-over guard reads as unreadable, hence stale, and was removed by a racer."""
+  temp = f'{path}.tmp-{uuid.uuid4().hex}'
+  with open(temp, 'w') as f:
+    json.dump(record, f)
   try:
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    os.link(temp, path)
   except FileExistsError:
     return False
-  with os.fdopen(fd, 'w') as f:
-    json.dump(record, f)
+  finally:
+    os.unlink(temp)
   return True
 
 
