@@ -1,9 +1,16 @@
-"""The quickstart pipeline at an even smaller size: every stage leaves its outputs, a rerun only
-rebuilds the report, and report.html references nothing that does not exist."""
+"""The quickstart pipeline at an even smaller size, end to end once: `viper pipeline` gets SIGKILL
+while writing a stage's record and while the agent checkpoints, is rerun, and finishes with every
+stage's outputs; a further rerun only rebuilds the report, and report.html references nothing that
+does not exist."""
 import json
+import pathlib
 import re
+import subprocess
+import sys
 
 from viper_jax import configs, pipeline
+
+from test_kills import kill_chain
 
 
 def _tiny_quickstart():
@@ -27,10 +34,25 @@ def _tiny_quickstart():
   return config
 
 
-def test_quickstart_stages_outputs_and_report(tmp_path):
-  config = _tiny_quickstart()
-  lines = []
-  pipeline.run(config, tmp_path, log=lines.append)
+def test_killed_quickstart_pipeline_finishes_with_every_stage_output_and_report(tmp_path):
+  config_file = tmp_path / 'tiny_pipeline.py'
+  config_file.write_text(
+      f'import sys\nsys.path.insert(0, {str(pathlib.Path(__file__).parent)!r})\n'
+      'from test_quickstart import _tiny_quickstart\n\n'
+      'def get_config(arg=None):\n  return _tiny_quickstart()\n')
+  workdir = tmp_path / 'run'
+  command = [sys.executable, '-m', 'viper_jax.cli', 'pipeline', f'--config={config_file}',
+             f'--workdir={workdir}']
+  events = kill_chain(command, workdir, [('while', 'pipeline/train-tokenizer.json'),
+                                         ('while', 'agent/checkpoints/*orbax-checkpoint-tmp*')])
+  assert any(e['killed'] for e in events), events
+  assert not (workdir / '.viper.lock').exists()
+  _check_outputs(workdir)
+  _check_rerun_rebuilds_only_the_report(_tiny_quickstart(), workdir)
+  _check_reward_agent_evals(workdir)
+
+
+def _check_outputs(tmp_path):
   for path in ('episodes', 'tokenizer/result.json', 'tokenizer/reconstructions.png',
                'prior/result.json', 'prior/sample.gif', 'reward/expert_stats.json',
                'reward/check.json', 'reward/reward_vs_return.png', 'reward/shape.json',
@@ -54,19 +76,20 @@ def test_quickstart_stages_outputs_and_report(tmp_path):
   assert shape['episodes'] >= 3 and 'episode_spearman' in shape  # held-out episodes, ranked
   assert 'between summed reward and true return' in html
 
-  # A second run of the finished quickstart only rebuilds the report.
+
+def _check_rerun_rebuilds_only_the_report(config, tmp_path):
   before = {p: (tmp_path / 'pipeline' / f'{p}.json').read_text() for p in pipeline.STAGES}
   (tmp_path / 'report' / 'report.html').unlink()
-  lines.clear()
+  lines = []
   pipeline.run(config, tmp_path, log=lines.append)
   assert all('skipped' in line for line in lines[:-1]) and lines[-1].startswith('[report]')
   assert (tmp_path / 'report' / 'report.html').exists()
   assert before == {p: (tmp_path / 'pipeline' / f'{p}.json').read_text() for p in pipeline.STAGES}
 
-  # The agent's evaluations are kept losslessly, so a reward model can be checked on them
-  # (benchmarks/reward_agent_evals.py); here the quickstart's own model on its own agent.
-  import subprocess
-  import sys
+
+def _check_reward_agent_evals(tmp_path):
+  """The agent's evaluations are kept losslessly, so a reward model can be checked on them
+  (benchmarks/reward_agent_evals.py); here the quickstart's own model on its own agent."""
   out = subprocess.run(
       [sys.executable, 'benchmarks/reward_agent_evals.py', f'--rewards={tmp_path}',
        f'--runs={tmp_path}', '--task=dmc:cartpole-balance', '--config=experiments/quickstart.py',
