@@ -147,6 +147,10 @@ def test_killed_tokenizer_and_prior_end_bitwise_equal(video_reference, tmp_path)
     step_b, b = _final_state(tmp_path / stage / 'checkpoints')
     assert step_a == step_b == 12
     _assert_same_tree(a, b)
+  assert (tmp_path / 'tokenizer' / 'reconstructions.png').exists()
+  assert (tmp_path / 'prior' / 'sample.gif').exists()
+  result = json.loads((tmp_path / 'prior' / 'result.json').read_text())
+  assert 0 < result['val_bits_per_token'] and result['uniform_bits_per_token'] == 5.0
 
 
 def _episodes(root):

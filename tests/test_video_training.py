@@ -1,4 +1,5 @@
-"""Training loops of the video model: sharded == single device, resume == uninterrupted."""
+"""Training loops of the video model: sharded == single device. Resume == uninterrupted, through
+real kills, is tests/test_kills.py."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -87,35 +88,6 @@ def _final_state(directory, template):
   state, _, step = ckpt.restore_latest(template)
   ckpt.close()
   return state, step
-
-
-def test_kill_and_resume_equals_uninterrupted(video_config, tmp_path):
-  # Tokenizer: stop after 3 of 6 steps (last checkpoint at 2), rerun, compare with one run.
-  train_tokenizer.run(video_config, tmp_path / 'a')
-  train_tokenizer.run(video_config, tmp_path / 'b', stop_after=3)
-  partial, step = _final_state(tmp_path / 'b' / 'tokenizer' / 'checkpoints',
-                               train_tokenizer.init_state(video_config.tokenizer,
-                                                          jax.random.key(0), (32, 32)))
-  assert step == 2
-  train_tokenizer.run(video_config, tmp_path / 'b')
-  template = train_tokenizer.init_state(video_config.tokenizer, jax.random.key(0), (32, 32))
-  a, step_a = _final_state(tmp_path / 'a' / 'tokenizer' / 'checkpoints', template)
-  b, step_b = _final_state(tmp_path / 'b' / 'tokenizer' / 'checkpoints', template)
-  assert step_a == step_b == 6 and int(b['step']) == 6
-  _assert_trees_close(a, b, rtol=0, atol=0)
-  assert (tmp_path / 'a' / 'tokenizer' / 'reconstructions.png').exists()
-
-  # Prior, on top of the same tokenizer.
-  train_prior.run(video_config, tmp_path / 'a')
-  train_prior.run(video_config, tmp_path / 'b', stop_after=3)
-  result = train_prior.run(video_config, tmp_path / 'b')
-  prior = priors.build_prior(video_config, 1)
-  template = train_prior.init_state(prior, video_config.prior.train, jax.random.key(0), 3)
-  a, _ = _final_state(tmp_path / 'a' / 'prior' / 'checkpoints', template)
-  b, _ = _final_state(tmp_path / 'b' / 'prior' / 'checkpoints', template)
-  _assert_trees_close(a, b, rtol=0, atol=0)
-  assert 0 < result['val_bits_per_token'] and result['uniform_bits_per_token'] == 5.0
-  assert (tmp_path / 'a' / 'prior' / 'sample.gif').exists()
 
 
 def test_two_tokenizers_sharing_a_store_keep_both_caches(video_config, tmp_path):
