@@ -41,7 +41,6 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
-
 @pytest.fixture
 def tiny_config():
   """The quickstart config shrunk to seconds: 16x16 frames, 12-step episodes, 1 worker."""
@@ -76,7 +75,8 @@ def synthetic_episode(seed: int, length: int = 24, size: int = 32, task: str = '
 
 def synthetic_video_config(root):
   """A tiny tokenizer + prior config over a store of synthetic 32x32 episodes in root/episodes
-  (3 train, 1 test)."""
+  (3 train, 1 test). Tests that train on it keep its step counts and schedules where they can:
+  the same programs then compile once per suite (the persistent cache)."""
   from viper_jax import configs
   from viper_jax.data.store import EpisodeStore
   store = EpisodeStore(root / 'episodes')
@@ -95,6 +95,7 @@ def synthetic_video_config(root):
   p = config.prior.train
   p.steps, p.batch_size, p.log_every, p.eval_every, p.checkpoint_every, p.sample_every = (
       6, 4, 2, 3, 2, 6)
+  p.ema_decay = 0.5  # so that the EMA params differ from the raw ones after a few steps
   return config
 
 

@@ -20,8 +20,6 @@ def trained(tmp_path_factory):
   root = tmp_path_factory.mktemp('trained')
   config = synthetic_video_config(root)
   store = EpisodeStore(config.data.root)
-  config.tokenizer.train.steps = config.prior.train.steps = 4
-  config.prior.train.ema_decay = 0.5  # so that EMA params differ from the raw ones
   train_tokenizer.run(config, root)
   train_prior.run(config, root)
   return config, root, store
@@ -49,11 +47,11 @@ def test_load_reads_the_same_params_as_a_full_train_state_restore(trained):
   from viper_jax import checkpoint
   config, root, _ = trained
   model = reward.load(root)
-  assert model.metadata['tasks'] == ['dmc:synthetic'] and model.metadata['prior_step'] == 4
+  assert model.metadata['tasks'] == ['dmc:synthetic'] and model.metadata['prior_step'] == 6
   saved = checkpoint.Checkpointer(root / 'prior' / 'checkpoints')
   template = train_prior.init_state(priors.build_prior(config, 1), config.prior.train,
                                     jax.random.key(0), 3)
-  state, _ = saved.restore(4, template)
+  state, _ = saved.restore(6, template)
   saved.close()
   for got, want in zip(jax.tree.leaves(model.params['prior']), jax.tree.leaves(state['ema_params'])):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
