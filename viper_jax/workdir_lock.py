@@ -1,6 +1,6 @@
 """One writer per workdir: `<workdir>/.viper.lock` holds {pid, host, command, started, heartbeat}.
 
-A run creates the file exclusively (O_EXCL) and refreshes `heartbeat` from a daemon thread. A second
+A run creates the file exclusively and whole (`atomic.create_json`) and refreshes `heartbeat` from a daemon thread. A second
 run on the same workdir stops at once with `WorkdirLockedError` naming the holder. A lock is stale,
 and is taken over, when its pid no longer runs on this host or its heartbeat is older than
 `stale_after` seconds (a killed run, or one on another machine that stopped). Take-overs go through
@@ -17,6 +17,8 @@ import sys
 import threading
 import time
 import uuid
+
+from viper_jax import atomic
 
 LOCK_NAME = '.viper.lock'
 HEARTBEAT_SECONDS = 10.0
@@ -60,29 +62,6 @@ def stale_reason(holder: dict, stale_after: float, now: float | None = None) -> 
   return None
 
 
-def _write_atomic(path: str, record: dict) -> None:
-  temp = f'{path}.tmp-{uuid.uuid4().hex}'
-  with open(temp, 'w') as f:
-    json.dump(record, f)
-  os.replace(temp, path)
-
-
-def _create_exclusive(path: str, record: dict) -> bool:
-  """Creates path holding record unless it exists. The record is written to a temp file first and
-  hard-linked into place (which fails if path exists), so no reader ever sees it half-written: a
-  half-written take-over guard reads as unreadable, hence stale, and was removed by a racer."""
-  temp = f'{path}.tmp-{uuid.uuid4().hex}'
-  with open(temp, 'w') as f:
-    json.dump(record, f)
-  try:
-    os.link(temp, path)
-  except FileExistsError:
-    return False
-  finally:
-    os.unlink(temp)
-  return True
-
-
 def _take_over(path: str, record: dict, stale_after: float) -> str | None:
   """Replaces a stale lock by `record`; returns the reason, or None if the lock is not stale."""
   guard = f'{path}.takeover'
@@ -90,15 +69,15 @@ def _take_over(path: str, record: dict, stale_after: float) -> str | None:
   if guard_holder is not None and stale_reason(guard_holder, stale_after) is not None:
     with contextlib.suppress(FileNotFoundError):
       os.unlink(guard)  # a take-over that died half-way
-  if not _create_exclusive(guard, record):
+  if not atomic.create_json(guard, record):
     return None  # someone else is taking over right now
   try:
     holder = _read(path)
     reason = 'lock file vanished' if holder is None else stale_reason(holder, stale_after)
     if holder == {} and time.time() - os.path.getmtime(path) < 5:
-      reason = None  # probably being written by its creator this very moment
+      reason = None  # perhaps mid-write by an older version (O_EXCL, then a write)
     if reason is not None:
-      _write_atomic(path, record)
+      atomic.write_json(path, record)
     return reason
   finally:
     os.unlink(guard)
@@ -124,7 +103,7 @@ def hold(workdir, command: str | None = None, heartbeat: float = HEARTBEAT_SECON
   now = time.time()
   record = {'pid': os.getpid(), 'host': socket.gethostname(), 'started': now, 'heartbeat': now,
             'command': command or ' '.join(sys.argv), 'token': uuid.uuid4().hex}
-  if not _create_exclusive(path, record):
+  if not atomic.create_json(path, record):
     holder = _read(path) or {}
     reason = _take_over(path, record, stale_after)
     if reason is None:
@@ -140,7 +119,7 @@ def hold(workdir, command: str | None = None, heartbeat: float = HEARTBEAT_SECON
     while not stop.wait(heartbeat):
       if (_read(path) or {}).get('token') != record['token']:
         return  # taken over (we looked dead): never write over the new holder
-      _write_atomic(path, {**record, 'heartbeat': time.time()})
+      atomic.write_json(path, {**record, 'heartbeat': time.time()})
 
   thread = threading.Thread(target=beat, name='viper-workdir-lock', daemon=True)
   thread.start()
