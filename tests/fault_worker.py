@@ -1,7 +1,8 @@
 """A stage at test size, as its own process, for tests/test_kills.py to SIGKILL and rerun.
 
 Usage: python tests/fault_worker.py KIND WORKDIR, KIND one of
-  video    tokenizer then prior on synthetic episodes (12 steps each, a checkpoint every 3)
+  video    tokenizer then prior on synthetic episodes (tests/conftest.py's config: 6 steps each,
+           a checkpoint every 2, so its programs are the ones other tests compile)
   collect  tiny dmc:cartpole-balance collection (16x16, 12-step episodes)
   agent    tiny DreamerV3 run on dmc:cartpole-balance, env reward, 150 env steps
 Each run appends one JSON line to WORKDIR/runs.jsonl when it finishes. Started by a test, it
@@ -19,10 +20,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 def video_config(root):
   from conftest import synthetic_video_config
   config = synthetic_video_config(root)
-  for section in (config.tokenizer.train, config.prior.train):
-    section.steps, section.checkpoint_every, section.log_every = 12, 3, 3
-  config.prior.train.eval_every = config.prior.train.sample_every = 12
-  config.tokenizer.train.image_every = 12
+  # Evaluations only at the end: what they run is not what the kills test.
+  config.prior.train.eval_every = config.prior.train.sample_every = config.prior.train.steps
+  config.tokenizer.train.image_every = config.tokenizer.train.steps
   return config
 
 

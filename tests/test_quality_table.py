@@ -20,6 +20,9 @@ TINY = {  # every stage a few steps, 16x16 frames, episodes of 10 agent steps
     'table.atari.action_repeat': 2,  # one video model needs one frame rate (the multi-task one)
     'table.dmc.train_episodes': 2, 'table.atari.train_episodes': 2,
     'table.dmc.tokenizer_channel_mult': (1, 2), 'table.atari.tokenizer_channel_mult': (1, 2),
+    # One tokenizer program for every row (test_rows_take_their_suites_tokenizer checks the real
+    # per-suite weights): a weight is a compile-time constant, and each program compiles for ~10 s.
+    'table.atari.tokenizer_foreground_weight': 10.0, 'table.dmc.tokenizer_foreground_weight': 10.0,
     'table.dmc.tokenizer_steps': 3, 'table.atari.tokenizer_steps': 3,
     'table.multitask_tokenizer_steps': 3, 'table.multitask_prior_steps': 3,
     'collect.test_episodes': 1, 'collect.test_noise_levels': (0.0, 0.5),
