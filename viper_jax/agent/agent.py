@@ -29,9 +29,7 @@ TERMS = {'env': ('env',), 'viper': ('density',), 'viper+disag': ('density', 'dis
 
 
 def _optimizer(lr, eps, clip):
-  """Clipped Adam over the parameters as one flat vector: per-array updates would be most of
-  the train step's program (compile time; video/training.make_optimizer has the figures)."""
-  return optax.flatten(optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr, eps=eps)))
+  return optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr, eps=eps))
 
 
 class Agent:
@@ -59,7 +57,7 @@ class Agent:
     self.wm_opt = _optimizer(o.wm_lr, o.wm_eps, o.wm_clip)
     self.actor_opt = _optimizer(o.ac_lr, o.ac_eps, o.ac_clip)
     self.critic_opt = _optimizer(o.ac_lr, o.ac_eps, o.ac_clip)
-    self.disc_opt = optax.flatten(optax.adam(o.disc_lr))
+    self.disc_opt = optax.adam(o.disc_lr)
 
   @property
   def feat_dim(self) -> int:
