@@ -36,14 +36,15 @@ def _prior(config):
 
 def _measure(build, config):
   step, state, batch = build(config)
-  jitted, times = jax.jit(step), {}
-  start = time.time()
-  traced = jitted.trace(state, batch, jax.random.key(0))
-  times['trace_s'] = time.time() - start
+  marks = [time.time()]
+  traced = jax.jit(step).trace(state, batch, jax.random.key(0))
+  marks.append(time.time())
   lowered = traced.lower()
-  times['lower_s'] = time.time() - start - times['trace_s']
+  marks.append(time.time())
   compiled = lowered.compile()
-  times['compile_s'] = time.time() - start - times['trace_s'] - times['lower_s']
+  marks.append(time.time())
+  times = {name: later - earlier for name, earlier, later
+           in zip(('trace_s', 'lower_s', 'compile_s'), marks, marks[1:])}
   losses = []
   for i in range(3):
     state, metrics = compiled(state, batch, jax.random.key(i))

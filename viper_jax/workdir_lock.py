@@ -1,10 +1,11 @@
 """One writer per workdir: `<workdir>/.viper.lock` holds {pid, host, command, started, heartbeat}.
 
-A run creates the file exclusively and whole (`atomic.create_json`) and refreshes `heartbeat` from a daemon thread. A second
-run on the same workdir stops at once with `WorkdirLockedError` naming the holder. A lock is stale,
-and is taken over, when its pid no longer runs on this host or its heartbeat is older than
-`stale_after` seconds (a killed run, or one on another machine that stopped). Take-overs go through
-an exclusive `.viper.lock.takeover` file, so two runs finding the same stale lock cannot both win.
+A run creates the file exclusively and whole (`atomic.create_json`) and refreshes `heartbeat` from
+a daemon thread. A second run on the same workdir stops at once with `WorkdirLockedError` naming the
+holder. A lock is stale, and is taken over, when its pid no longer runs on this host or its
+heartbeat is older than `stale_after` seconds (a killed run, or one on another machine that
+stopped). Take-overs go through an exclusive `.viper.lock.takeover` file, so two runs finding the
+same stale lock cannot both win.
 Local paths only: on gs:// there is no exclusive create, and the lock is skipped.
 """
 from __future__ import annotations
