@@ -54,6 +54,18 @@ def test_rows_take_their_suites_tokenizer():
   assert cartpole.tokenizer.foreground_weight == config.table.dmc.tokenizer_foreground_weight
 
 
+def test_a_task_with_its_own_grading_gets_it_in_every_row():
+  config = configs.load_config('experiments/quality.py')
+  graded = config.table.test_noise_levels['dmc:pendulum-swingup']
+  assert graded != config.collect.test_noise_levels  # else this test checks nothing
+  assert configs.load_config('experiments/quality.py:dmc:pendulum-swingup').collect.test_noise_levels == graded
+  assert quality_table.row_config(config, 'dmc:cartpole-balance').collect.test_noise_levels == (
+      config.collect.test_noise_levels)
+  multitask = next(r for r in quality_table.plan(config, 'runs/q') if r['model'] == 'multitask')
+  assert 'dmc:pendulum-swingup' in multitask['tasks']  # run_model collects each task by row_config
+  assert quality_table.row_config(multitask['config'], 'dmc:pendulum-swingup').collect.test_noise_levels == graded
+
+
 @pytest.fixture(scope='module')
 def table(tmp_path_factory):
   """The tiny table, run once through the `viper quality-table` command."""
