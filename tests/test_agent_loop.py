@@ -6,11 +6,14 @@ reward source compiles its train step (tens of seconds on 2 cores); repeats hit 
 import json
 import math
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
-from viper_jax import configs, metrics
+from viper_jax import checkpoint, configs, metrics
 from viper_jax.agent import agent_config, labelling, loop
+from viper_jax.agent import policy as agent_policy
 from viper_jax.data import policies
 from viper_jax.data.store import EpisodeStore
 from viper_jax.errors import NonFiniteLossError
@@ -83,6 +86,14 @@ def test_trained_agent_is_a_collect_policy(env_run):
     config.collect.policy = spec
   loader = policies.loader_for(spec, pipeline.policy_loaders(config))
   policy = policies.make_policy(spec, env, config.task, loader=loader)
+  # It holds what acting reads, the trained values, and nothing else (no optimiser states).
+  assert sorted(policy.state) == sorted(agent_policy.ACTING_PARAMS)
+  saved = checkpoint.Checkpointer(workdir / 'checkpoints')
+  step = saved.latest_step()
+  whole = saved._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  saved.close()
+  for name in agent_policy.ACTING_PARAMS:
+    jax.tree.map(np.testing.assert_array_equal, policy.state[name], whole['state']['agent'][name])
   obs, info = env.reset(seed=0)
   policy.reset(0)
   for _ in range(3):

@@ -12,6 +12,9 @@ from viper_jax.agent import agent as agent_lib
 from viper_jax.agent import env_actions
 
 
+ACTING_PARAMS = ('wm', 'actor')  # the entries of the agent state that Agent.policy reads
+
+
 def read_meta(directory) -> tuple[int, dict]:
   """(step, meta) of the newest checkpoint in an agent checkpoint directory."""
   path = epath.Path(directory).resolve()
@@ -56,11 +59,12 @@ def load_policy(directory: str, env) -> AgentPolicy:
   agent_cfg = ml_collections.ConfigDict(cfg['agent'])
   action_dim, discrete = env_actions.action_spec(env.action_space)
   agent = agent_lib.Agent(agent_cfg, action_dim, discrete, tuple(cfg['env']['size']))
-  # Shapes only: the checkpoint supplies every value.
-  template = jax.eval_shape(lambda key: {'agent': agent.init(key), 'key': jax.random.key_data(key)},
-                            jax.random.key(0))
+  # Shapes only, and only what acting reads (Agent.policy: the world model and the actor): the
+  # optimiser states, critics and replay are neither templated nor read.
+  shapes = jax.eval_shape(agent.init, jax.random.key(0))
   checkpointer = checkpoint.Checkpointer(directory)
-  restored, _ = checkpointer.restore(step, template)
+  restored = checkpointer.restore_subtrees(
+      step, {'agent': {name: shapes[name] for name in ACTING_PARAMS}})
   checkpointer.close()
   return AgentPolicy(agent, restored['agent'], env.action_space)
 
