@@ -41,6 +41,16 @@ def test_load_scores_with_the_trained_weights(trained):
                              rtol=1e-5, atol=1e-4)
 
 
+def test_a_copied_tokenizer_reuses_the_token_cache(trained, tmp_path):
+  import shutil
+  _, root, store = trained
+  shutil.copytree(root / 'tokenizer', tmp_path / 'tokenizer')
+  _, _, _, original = train_tokenizer.load(root)
+  _, _, _, copied = train_tokenizer.load(tmp_path)
+  assert copied == original  # the same weights: the same cache, not a rebuild
+  assert token_cache.load(store, ['dmc:synthetic'], 'test', copied)
+
+
 def test_load_reads_the_same_params_as_a_full_train_state_restore(trained):
   """reward.load restores only params subtrees; they equal those of a whole-state restore."""
   import jax

@@ -147,11 +147,11 @@ def run(config, workdir, stop_after: int | None = None) -> dict:
 def load(workdir, cfg=None):
   """The newest tokenizer checkpoint under `<workdir>/tokenizer` (params only, see restore.py).
 
-  Returns (cfg, params, vq_stats, fingerprint); fingerprint identifies the checkpoint (for the
-  token cache). cfg defaults to the tokenizer section saved beside the checkpoint.
+  Returns (cfg, params, vq_stats, fingerprint); fingerprint identifies the tokenizer by its
+  weights (for the token cache), not by where it is stored: a copied or moved tokenizer reuses its
+  codes (re-encoding reacher-easy's 158 episodes at 16x16 took 14 min on 2 cores). cfg defaults to
+  the tokenizer section saved beside the checkpoint.
   """
   cfg, variables, step = restore.tokenizer(workdir, cfg)
-  out = epath.Path(workdir) / 'tokenizer'
-  fingerprint = {'checkpoint': str(out.resolve() if not str(out).startswith('gs://') else out),
-                 'step': int(step), 'params': token_cache.params_digest(variables['params'])}
+  fingerprint = {'step': int(step), 'params': token_cache.params_digest(variables['params'])}
   return cfg, variables['params'], variables['vq_stats'], fingerprint
