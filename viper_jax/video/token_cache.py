@@ -3,9 +3,9 @@
 Layout: `<store root>/<task dir>/tokens/<key>/{train,test}/<episode name>.npy` (uint16 codes
 [T, h, w]) and `.../tokens/<key>/fingerprint.json`. The fingerprint identifies the tokenizer
 by its weights (step and a digest of its parameters, not its directory: a copied or moved
-tokenizer reuses its codes) and `key` is a hash of it, so
-each tokenizer has its own cache: experiments that share an episode store (a sweep, a gs://
-bucket) never overwrite or delete each other's codes, even while running at the same time.
+tokenizer reuses its codes) and `key` is a hash of it, so each tokenizer has its own cache:
+experiments that share an episode store (a sweep, a gs:// bucket) never overwrite or delete each
+other's codes, even while running at the same time.
 Nothing here deletes anything; the caches of old tokenizers stay until a person removes them.
 
 Each file is written atomically, so an interrupted build resumes. Only process 0 writes; in a
