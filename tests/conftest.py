@@ -56,6 +56,19 @@ def tiny_config():
   return config
 
 
+def saved_state(ckpt_dir):
+  """(step, state) of the newest checkpoint in `ckpt_dir`, read with no template: the saved
+  arrays as they are, on the host (only the state item; meta needs its own args)."""
+  import jax
+  import orbax.checkpoint as ocp
+  from viper_jax import checkpoint
+  c = checkpoint.Checkpointer(ckpt_dir)
+  step = c.latest_step()
+  restored = c._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  c.close()
+  return step, jax.device_get(restored['state'])
+
+
 def synthetic_episode(seed: int, length: int = 24, size: int = 32, task: str = 'dmc:synthetic'):
   """A square bouncing over a striped background: structured, predictable frames."""
   rng = np.random.default_rng(seed)

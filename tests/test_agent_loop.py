@@ -8,17 +8,16 @@ import math
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
-from viper_jax import checkpoint, configs, metrics
+from viper_jax import configs, metrics
 from viper_jax.agent import agent_config, labelling, loop
 from viper_jax.agent import policy as agent_policy
 from viper_jax.data import policies
 from viper_jax.data.store import EpisodeStore
 from viper_jax.errors import NonFiniteLossError
 
-from conftest import synthetic_episode
+from conftest import saved_state, synthetic_episode
 
 
 def tiny_config(source: str, env_steps: int = 150):
@@ -88,12 +87,9 @@ def test_trained_agent_is_a_collect_policy(env_run):
   policy = policies.make_policy(spec, env, config.task, loader=loader)
   # It holds what acting reads, the trained values, and nothing else (no optimiser states).
   assert sorted(policy.state) == sorted(agent_policy.ACTING_PARAMS)
-  saved = checkpoint.Checkpointer(workdir / 'checkpoints')
-  step = saved.latest_step()
-  whole = saved._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  saved.close()
+  _, whole = saved_state(workdir / 'checkpoints')
   for name in agent_policy.ACTING_PARAMS:
-    jax.tree.map(np.testing.assert_array_equal, policy.state[name], whole['state']['agent'][name])
+    jax.tree.map(np.testing.assert_array_equal, policy.state[name], whole['agent'][name])
   obs, info = env.reset(seed=0)
   policy.reset(0)
   for _ in range(3):

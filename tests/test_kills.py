@@ -20,11 +20,12 @@ import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
-from viper_jax import checkpoint, metrics
+from viper_jax import metrics
 from viper_jax.agent.replay import Replay
+
+from conftest import saved_state
 
 WORKER = str(pathlib.Path(__file__).parent / 'fault_worker.py')
 ENV = {**os.environ, 'PYTHONPATH': os.pathsep.join(
@@ -97,15 +98,6 @@ def _random_moments(seed, reference_seconds, count):
   return [('after', round(rng.uniform(0.15, 0.5) * reference_seconds, 2)) for _ in range(count)]
 
 
-def _final_state(ckpt_dir):
-  c = checkpoint.Checkpointer(ckpt_dir)
-  step = c.latest_step()
-  # No template: the saved arrays as they are (only the state item; meta needs its own args).
-  restored = c._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  c.close()
-  return step, jax.device_get(restored['state'])
-
-
 def _assert_same_tree(a, b):
   leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
   assert len(leaves_a) == len(leaves_b) > 0
@@ -143,8 +135,8 @@ def test_killed_tokenizer_and_prior_end_bitwise_equal(video_reference, tmp_path)
   events = kill_chain(_worker('video', tmp_path), tmp_path, moments)
   assert sum(e['killed'] for e in events) >= 2, events
   for stage in ('tokenizer', 'prior'):
-    step_a, a = _final_state(reference / stage / 'checkpoints')
-    step_b, b = _final_state(tmp_path / stage / 'checkpoints')
+    step_a, a = saved_state(reference / stage / 'checkpoints')
+    step_b, b = saved_state(tmp_path / stage / 'checkpoints')
     assert step_a == step_b == 6
     _assert_same_tree(a, b)
   assert (tmp_path / 'tokenizer' / 'reconstructions.png').exists()
